@@ -1,0 +1,262 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import YAML from 'yaml';
+import cron from 'node-cron';
+import { parseDuration } from './duration';
+
+export type ReloadKind = 'none' | 'command' | 'docker' | 'litellm-api';
+export type DockerMode = 'restart' | 'recreate';
+
+export interface Settings {
+  databaseUrl?: string;
+  dataDir: string;
+  listen: { host: string; port: number };
+  masterKey?: string;
+  masterKeyFile?: string;
+  adminToken?: string;
+  jwtSecret?: string;
+  jwksUrl?: string;
+  outputDir: string;
+  baseConfig?: string;
+  syncWait: { minMs: number; maxMs: number };
+  reconcileIntervalMs: number;
+  checkCommand?: string;
+  reload: ReloadKind;
+  reloadCommand?: string;
+  reloadTimeoutMs: number;
+  dockerContainers: string[];
+  dockerLabel?: string;
+  dockerMode: DockerMode;
+  dockerHost?: string;
+  dockerStopTimeoutS: number;
+  readyTimeoutMs: number;
+  litellmUrl: string;
+  litellmMasterKey?: string;
+  healthSchedule: string;
+  healthConcurrency: number;
+  healthTimeoutMs: number;
+  healthFailThreshold: number;
+  healthRecoverThreshold: number;
+  healthRetentionMs: number;
+  alertWebhook?: string;
+  logLevel: string;
+  instanceId: string;
+  authMaxFailures: number;
+}
+
+/** A setting with a bad value: the message names the setting and the problem, never a secret value. */
+export class ConfigError extends Error {
+  constructor(readonly setting: string, problem: string) {
+    super(`${setting}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Source = Record<string, string | undefined>;
+
+interface Def<K extends keyof Settings> {
+  key: K;
+  env: string;
+  secret?: boolean;
+  parse: (raw: string, env: string) => Settings[K];
+}
+
+const str = (raw: string): string => raw;
+
+function int(min: number, max: number) {
+  return (raw: string, env: string): number => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(env, `"${raw}" is not a whole number from ${min} to ${max}`);
+    return n;
+  };
+}
+
+function duration(raw: string, env: string): number {
+  const ms = parseDuration(raw);
+  if (ms === undefined) throw new ConfigError(env, `"${raw}" is not a duration such as 500ms, 30s or 5m`);
+  return ms;
+}
+
+function oneOf<T extends string>(...values: T[]) {
+  return (raw: string, env: string): T => {
+    if (!(values as string[]).includes(raw)) throw new ConfigError(env, `"${raw}" is not one of ${values.join(', ')}`);
+    return raw as T;
+  };
+}
+
+function url(raw: string, env: string): string {
+  try {
+    const u = new URL(raw);
+    if (!/^https?:$/.test(u.protocol)) throw new Error('scheme');
+  } catch {
+    throw new ConfigError(env, 'is not an http(s) URL');
+  }
+  return raw.replace(/\/+$/, '');
+}
+
+export function parseListen(raw: string, env = 'KEYPLANE_LISTEN'): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(raw);
+  if (!m) throw new ConfigError(env, `"${raw}" is not host:port`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new ConfigError(env, `port ${port} is above 65535`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+export function parseSyncWait(raw: string, env = 'KEYPLANE_SYNC_WAIT'): { minMs: number; maxMs: number } {
+  const [a, b, ...rest] = raw.split(':');
+  const minMs = a === undefined ? undefined : parseDuration(a);
+  const maxMs = b === undefined ? (minMs ?? 0) * 4 : parseDuration(b);
+  if (rest.length || minMs === undefined || maxMs === undefined) throw new ConfigError(env, `"${raw}" is not min[:max] with durations such as 50ms:2s`);
+  if (maxMs < minMs) throw new ConfigError(env, `max ${maxMs} ms is below min ${minMs} ms`);
+  return { minMs, maxMs };
+}
+
+function cronExpr(raw: string, env: string): string {
+  if (!cron.validate(raw)) throw new ConfigError(env, `"${raw}" is not a cron expression`);
+  return raw;
+}
+
+function list(raw: string): string[] {
+  return raw.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function d<K extends keyof Settings>(key: K, env: string, parse: Def<K>['parse'], secret = false): Def<K> {
+  return { key, env, parse, secret };
+}
+
+const DEFS = [
+  d('databaseUrl', 'KEYPLANE_DATABASE_URL', str, true),
+  d('dataDir', 'KEYPLANE_DATA_DIR', (r) => path.resolve(r)),
+  d('listen', 'KEYPLANE_LISTEN', parseListen),
+  d('masterKey', 'KEYPLANE_MASTER_KEY', str, true),
+  d('masterKeyFile', 'KEYPLANE_MASTER_KEY_FILE', (r) => path.resolve(r)),
+  d('adminToken', 'KEYPLANE_ADMIN_TOKEN', (r, env) => {
+    if (r.length < 16) throw new ConfigError(env, 'must be at least 16 characters');
+    return r;
+  }, true),
+  d('jwtSecret', 'KEYPLANE_JWT_SECRET', (r, env) => {
+    if (r.length < 32) throw new ConfigError(env, 'must be at least 32 characters for HS256');
+    return r;
+  }, true),
+  d('jwksUrl', 'KEYPLANE_JWKS_URL', url),
+  d('outputDir', 'KEYPLANE_OUTPUT_DIR', (r) => path.resolve(r)),
+  d('baseConfig', 'KEYPLANE_BASE_CONFIG', (r) => path.resolve(r)),
+  d('syncWait', 'KEYPLANE_SYNC_WAIT', parseSyncWait),
+  d('reconcileIntervalMs', 'KEYPLANE_RECONCILE_INTERVAL', duration),
+  d('checkCommand', 'KEYPLANE_CHECK_COMMAND', str),
+  d('reload', 'KEYPLANE_RELOAD', oneOf<ReloadKind>('none', 'command', 'docker', 'litellm-api')),
+  d('reloadCommand', 'KEYPLANE_RELOAD_COMMAND', str),
+  d('reloadTimeoutMs', 'KEYPLANE_RELOAD_TIMEOUT', duration),
+  d('dockerContainers', 'KEYPLANE_DOCKER_CONTAINERS', list),
+  d('dockerLabel', 'KEYPLANE_DOCKER_LABEL', str),
+  d('dockerMode', 'KEYPLANE_DOCKER_MODE', oneOf<DockerMode>('restart', 'recreate')),
+  d('dockerHost', 'DOCKER_HOST', str),
+  d('dockerStopTimeoutS', 'KEYPLANE_DOCKER_STOP_TIMEOUT', int(0, 600)),
+  d('readyTimeoutMs', 'KEYPLANE_READY_TIMEOUT', duration),
+  d('litellmUrl', 'KEYPLANE_LITELLM_URL', url),
+  d('litellmMasterKey', 'KEYPLANE_LITELLM_MASTER_KEY', str, true),
+  d('healthSchedule', 'KEYPLANE_HEALTH_SCHEDULE', cronExpr),
+  d('healthConcurrency', 'KEYPLANE_HEALTH_CONCURRENCY', int(1, 1000)),
+  d('healthTimeoutMs', 'KEYPLANE_HEALTH_TIMEOUT', duration),
+  d('healthFailThreshold', 'KEYPLANE_HEALTH_FAIL_THRESHOLD', int(1, 100)),
+  d('healthRecoverThreshold', 'KEYPLANE_HEALTH_RECOVER_THRESHOLD', int(1, 100)),
+  d('healthRetentionMs', 'KEYPLANE_HEALTH_RETENTION', duration),
+  d('alertWebhook', 'KEYPLANE_ALERT_WEBHOOK', url),
+  d('logLevel', 'KEYPLANE_LOG_LEVEL', oneOf('error', 'warn', 'info', 'debug')),
+  d('instanceId', 'KEYPLANE_INSTANCE_ID', str),
+  d('authMaxFailures', 'KEYPLANE_AUTH_MAX_FAILURES', int(1, 10_000)),
+] as Def<keyof Settings>[];
+
+export const SETTING_NAMES = DEFS.map((x) => x.env);
+
+function defaults(): Settings {
+  const dataDir = path.resolve('.keyplane');
+  return {
+    dataDir,
+    listen: { host: '127.0.0.1', port: 4100 },
+    outputDir: path.join(dataDir, 'litellm'),
+    syncWait: { minMs: 0, maxMs: 0 },
+    reconcileIntervalMs: 5 * 60_000,
+    reload: 'none',
+    reloadTimeoutMs: 60_000,
+    dockerContainers: [],
+    dockerMode: 'recreate',
+    dockerStopTimeoutS: 10,
+    readyTimeoutMs: 60_000,
+    litellmUrl: 'http://127.0.0.1:4000',
+    healthSchedule: '*/5 * * * *',
+    healthConcurrency: 20,
+    healthTimeoutMs: 10_000,
+    healthFailThreshold: 2,
+    healthRecoverThreshold: 2,
+    healthRetentionMs: 7 * 86_400_000,
+    logLevel: 'info',
+    instanceId: `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+    authMaxFailures: 10,
+  };
+}
+
+/** The config file's keys are the settings' names without `KEYPLANE_`, in lower case. */
+function fileSource(file: string): Source {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError('KEYPLANE_CONFIG', `${file}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (doc == null) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError('KEYPLANE_CONFIG', `${file}: must be a mapping of settings`);
+  const out: Source = {};
+  const known = new Map(DEFS.map((x) => [x.env.replace(/^KEYPLANE_/, '').toLowerCase(), x.env]));
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    const env = known.get(k);
+    if (!env) throw new ConfigError('KEYPLANE_CONFIG', `${file}: unknown setting "${k}"`);
+    out[env] = Array.isArray(v) ? v.join(',') : String(v);
+  }
+  return out;
+}
+
+/**
+ * Builds the settings: defaults, then the config file (`KEYPLANE_CONFIG`), then the environment,
+ * then flags (already in env form), and checks the combinations.
+ */
+export function loadSettings(env: Source = process.env, flags: Source = {}): Settings {
+  const configFile = flags.KEYPLANE_CONFIG ?? env.KEYPLANE_CONFIG;
+  const merged: Source = { ...(configFile ? fileSource(path.resolve(configFile)) : {}), ...pick(env), ...flags };
+  const s = defaults();
+  const dataDirRaw = merged.KEYPLANE_DATA_DIR;
+  for (const def of DEFS) {
+    const raw = merged[def.env];
+    if (raw === undefined || raw === '') continue;
+    (s as unknown as Record<string, unknown>)[def.key] = def.parse(raw.trim(), def.env);
+  }
+  if (dataDirRaw && !merged.KEYPLANE_OUTPUT_DIR) s.outputDir = path.join(s.dataDir, 'litellm');
+  validate(s);
+  return s;
+}
+
+function pick(env: Source): Source {
+  const out: Source = {};
+  for (const name of SETTING_NAMES) if (env[name] !== undefined) out[name] = env[name];
+  return out;
+}
+
+function validate(s: Settings): void {
+  if (s.masterKey && s.masterKeyFile) throw new ConfigError('KEYPLANE_MASTER_KEY_FILE', 'set either KEYPLANE_MASTER_KEY or KEYPLANE_MASTER_KEY_FILE, not both');
+  if (s.jwtSecret && s.jwksUrl) throw new ConfigError('KEYPLANE_JWKS_URL', 'set either KEYPLANE_JWT_SECRET or KEYPLANE_JWKS_URL, not both');
+  if (s.reload === 'command' && !s.reloadCommand) throw new ConfigError('KEYPLANE_RELOAD_COMMAND', 'is required when KEYPLANE_RELOAD=command');
+  if (s.reload === 'docker' && s.dockerContainers.length === 0 && !s.dockerLabel) {
+    throw new ConfigError('KEYPLANE_DOCKER_CONTAINERS', 'KEYPLANE_RELOAD=docker needs KEYPLANE_DOCKER_CONTAINERS or KEYPLANE_DOCKER_LABEL');
+  }
+}
+
+/** The settings table for `doctor` and the README: name, and whether a value is set (secrets never shown). */
+export function describeSettings(s: Settings): Array<{ setting: string; value: string }> {
+  return DEFS.map((def) => {
+    const v = (s as unknown as Record<string, unknown>)[def.key];
+    const shown = v === undefined ? '(unset)' : def.secret ? '(set)' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+    return { setting: def.env, value: shown };
+  });
+}

@@ -1,0 +1,231 @@
+import type { Pool, PoolClient } from '../../db/pool';
+import { withTransaction } from '../../db/pool';
+import { type Fingerprinter, type Keyring, last4, maskKey } from '../../crypto/keyring';
+import { platformKeyRef } from '../../crypto/secret-tables';
+import { Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed } from '../../http/errors';
+import type { RequestContext } from '../../http/principal';
+import { appendAudit } from '../audit/audit-store';
+import { PlatformKeysStore, type KeyRow, type VersionRow } from './platform-keys-store';
+
+export interface PlatformKeyView {
+  name: string;
+  env_var: string;
+  masked_key: string;
+  fingerprint: string;
+  version: number;
+  expires_at: string | null;
+  created_at: string;
+  updated_at: string;
+  source: 'database';
+}
+
+export interface PutKeyInput {
+  api_key: string;
+  env_var?: string;
+  expires_at?: string | null;
+  validate?: boolean;
+}
+
+/** What `validate: true` asks of the health prober: try the key against the provider(s) that use it. */
+export type KeyValidation = { ok: true; providers: string[] } | { ok: false; reason: string; detail: string; providers: string[] };
+export type KeyValidator = (keyName: string, apiKey: string) => Promise<KeyValidation>;
+
+/** `openrouter` -> `OPENROUTER_API_KEY`; a name that already ends in `_key` keeps it (`litellm_master_key` -> `LITELLM_MASTER_KEY`). */
+export function defaultEnvVar(name: string): string {
+  const upper = name.toUpperCase().replace(/-/g, '_');
+  return /_KEY$/.test(upper) ? upper : `${upper}_API_KEY`;
+}
+
+/** `If-Match: "3"` (or `3`, or `W/"3"`) -> 3; absent -> undefined; anything else is a 400 on that header. */
+export function parseIfMatch(header: string | undefined): number | undefined {
+  if (header === undefined || header.trim() === '*') return undefined;
+  const m = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(header);
+  if (!m) throw new ValidationFailed([{ field: 'If-Match', rule: 'must be a quoted version number such as "3"' }]);
+  return Number(m[1]);
+}
+
+export const etag = (version: number): string => `"${version}"`;
+
+const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
+
+export function toView(r: KeyRow): PlatformKeyView {
+  return {
+    name: r.name,
+    env_var: r.env_var,
+    masked_key: maskKey(r.last4),
+    fingerprint: r.fingerprint,
+    version: r.current_version,
+    expires_at: iso(r.expires_at),
+    created_at: r.created_at.toISOString(),
+    updated_at: r.updated_at.toISOString(),
+    source: 'database',
+  };
+}
+
+export class PlatformKeysService {
+  readonly store: PlatformKeysStore;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly keyring: Keyring,
+    private readonly fingerprints: Fingerprinter,
+    private readonly validator?: KeyValidator,
+  ) {
+    this.store = new PlatformKeysStore(pool);
+  }
+
+  async list(): Promise<PlatformKeyView[]> {
+    return (await this.store.list()).map(toView);
+  }
+
+  async get(name: string): Promise<PlatformKeyView> {
+    const row = await this.store.get(name);
+    if (!row) throw new NotFound(`platform key ${name}`);
+    return toView(row);
+  }
+
+  async versions(name: string): Promise<Array<Omit<VersionRow, 'last4' | 'kid' | 'expires_at' | 'created_at'> & { masked_key: string; kid: string; expires_at: string | null; created_at: string; current: boolean }>> {
+    const head = await this.store.get(name);
+    if (!head) throw new NotFound(`platform key ${name}`);
+    return (await this.store.versions(name)).map((v) => ({
+      name: v.name,
+      version: v.version,
+      masked_key: maskKey(v.last4),
+      fingerprint: v.fingerprint,
+      kid: v.kid,
+      expires_at: iso(v.expires_at),
+      created_by: v.created_by,
+      created_at: v.created_at.toISOString(),
+      current: v.version === head.current_version,
+    }));
+  }
+
+  async put(name: string, input: PutKeyInput, ctx: RequestContext, ifMatch?: number): Promise<PlatformKeyView> {
+    if (input.validate) await this.validateKey(name, input.api_key);
+    const expiresAt = input.expires_at ? new Date(input.expires_at) : null;
+    return this.writeVersion(name, ctx, ifMatch, 'platform_key.put', async () => ({ value: input.api_key, expiresAt, envVar: input.env_var }));
+  }
+
+  /** Writes the value of an earlier version as a new version: history is never rewritten. */
+  async rollback(name: string, toVersion: number, ctx: RequestContext, ifMatch?: number): Promise<PlatformKeyView> {
+    return this.writeVersion(name, ctx, ifMatch, 'platform_key.rollback', async (c) => {
+      const old = await this.store.cipher(name, toVersion, c);
+      if (!old) throw new NotFound(`version ${toVersion} of platform key ${name}`);
+      return { value: await this.keyring.decrypt(old.jwe, platformKeyRef(name, toVersion)), expiresAt: old.expires_at, rolledBackTo: toVersion };
+    });
+  }
+
+  async decrypted(name: string, ctx: RequestContext): Promise<{ api_key: string; source: 'database'; version: number; env_var: string }> {
+    return withTransaction(this.pool, async (c) => {
+      const head = await this.store.get(name, c);
+      if (!head) throw new NotFound(`platform key ${name}`);
+      const cipher = await this.store.cipher(name, head.current_version, c);
+      const apiKey = await this.keyring.decrypt(cipher!.jwe, platformKeyRef(name, head.current_version));
+      await appendAudit(c, {
+        actor: ctx.principal.actor,
+        action: 'platform_key.read_decrypted',
+        target: `platform_key/${name}`,
+        version: head.current_version,
+        requestId: ctx.requestId,
+        details: { fingerprint: head.fingerprint },
+      });
+      return { api_key: apiKey, source: 'database', version: head.current_version, env_var: head.env_var };
+    });
+  }
+
+  async delete(name: string, ctx: RequestContext, ifMatch?: number): Promise<void> {
+    await withTransaction(this.pool, async (c) => {
+      const head = await this.store.get(name, c, true);
+      if (!head) throw new NotFound(`platform key ${name}`);
+      if (ifMatch !== undefined && ifMatch !== head.current_version) {
+        throw new PreconditionFailed(`platform key ${name} is at version ${head.current_version}, not ${ifMatch}`, { current_version: head.current_version });
+      }
+      await this.store.delete(c, name);
+      await appendAudit(c, {
+        actor: ctx.principal.actor,
+        action: 'platform_key.delete',
+        target: `platform_key/${name}`,
+        version: head.current_version,
+        requestId: ctx.requestId,
+        details: { env_var: head.env_var },
+      });
+    });
+  }
+
+  /** Every key's current value, decrypted, for the renderer and the prober. Never leaves the process. */
+  async currentSecrets(client: Pool | PoolClient = this.pool): Promise<Array<{ name: string; env_var: string; version: number; value: string; expires_at: Date | null; fingerprint: string }>> {
+    const rows = await this.store.currentCiphers(client);
+    return Promise.all(
+      rows.map(async (r) => {
+        const value = await this.keyring.decrypt(r.jwe, platformKeyRef(r.name, r.version));
+        return { name: r.name, env_var: r.env_var, version: r.version, value, expires_at: r.expires_at, fingerprint: this.fingerprints.of(value) };
+      }),
+    );
+  }
+
+  fingerprint(value: string): string {
+    return this.fingerprints.of(value);
+  }
+
+  private async validateKey(name: string, apiKey: string): Promise<void> {
+    if (!this.validator) throw new Unprocessable('validate was asked for, but no prober is configured to test keys');
+    const result = await this.validator(name, apiKey);
+    if (!result.ok) {
+      throw new Unprocessable(`the provider refused the new key for ${name} (${result.reason}): ${result.detail}; the current version stays active`, {
+        reason: result.reason,
+        providers: result.providers,
+      });
+    }
+  }
+
+  private async writeVersion(
+    name: string,
+    ctx: RequestContext,
+    ifMatch: number | undefined,
+    action: string,
+    source: (c: PoolClient) => Promise<{ value: string; expiresAt: Date | null; envVar?: string; rolledBackTo?: number }>,
+  ): Promise<PlatformKeyView> {
+    return withTransaction(this.pool, async (c) => {
+      let head = await this.store.get(name, c, true);
+      if (ifMatch !== undefined && (head?.current_version ?? 0) !== ifMatch) {
+        throw new PreconditionFailed(
+          head ? `platform key ${name} is at version ${head.current_version}, not ${ifMatch}` : `platform key ${name} does not exist yet (If-Match "0" creates it)`,
+          { current_version: head?.current_version ?? 0 },
+        );
+      }
+      const { value, expiresAt, envVar: askedEnvVar, rolledBackTo } = await source(c);
+      const envVar = askedEnvVar ?? head?.env_var ?? defaultEnvVar(name);
+      const owner = await this.store.envVarOwner(c, envVar);
+      if (owner && owner !== name) {
+        throw new Conflict(`env var ${envVar} is already used by platform key ${owner}`, { env_var: envVar, used_by: owner });
+      }
+      const version = (await this.store.maxVersion(c, name)) + 1;
+      const ref = platformKeyRef(name, version);
+      const { jwe, kid } = await this.keyring.encrypt(value, ref);
+      const fingerprint = this.fingerprints.of(value);
+      if (!head) {
+        // Claim the name; a concurrent creator that got here first makes this a 409 instead of a duplicate.
+        const inserted = await c.query('INSERT INTO platform_keys (name, env_var, current_version, expires_at) VALUES ($1,$2,$3,$4) ON CONFLICT (name) DO NOTHING', [
+          name,
+          envVar,
+          version,
+          expiresAt,
+        ]);
+        if (inserted.rowCount === 0) throw new Conflict(`platform key ${name} was created concurrently; retry with If-Match`);
+      } else {
+        await this.store.upsertHead(c, name, envVar, version, expiresAt, true);
+      }
+      await this.store.insertVersion(c, { name, version, jwe, kid, fingerprint, last4: last4(value), expires_at: expiresAt, created_by: ctx.principal.actor });
+      await appendAudit(c, {
+        actor: ctx.principal.actor,
+        action,
+        target: `platform_key/${name}`,
+        version,
+        requestId: ctx.requestId,
+        details: { env_var: envVar, fingerprint, previous_version: head?.current_version ?? null, ...(rolledBackTo ? { rolled_back_to: rolledBackTo } : {}) },
+      });
+      head = await this.store.get(name, c);
+      return toView(head!);
+    });
+  }
+}

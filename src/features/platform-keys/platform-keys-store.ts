@@ -1,0 +1,104 @@
+import type { Pool, PoolClient } from '../../db/pool';
+import type { StoredJwe } from '../../crypto/keyring';
+
+export interface KeyRow {
+  name: string;
+  env_var: string;
+  current_version: number;
+  expires_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+  fingerprint: string;
+  last4: string;
+  kid: string;
+}
+
+export interface VersionRow {
+  name: string;
+  version: number;
+  fingerprint: string;
+  last4: string;
+  kid: string;
+  expires_at: Date | null;
+  created_by: string;
+  created_at: Date;
+}
+
+const KEY_COLUMNS = `k.name, k.env_var, k.current_version, k.expires_at, k.created_at, k.updated_at, v.fingerprint, v.last4, v.kid`;
+
+export class PlatformKeysStore {
+  constructor(private readonly pool: Pool) {}
+
+  async list(): Promise<KeyRow[]> {
+    const { rows } = await this.pool.query<KeyRow>(
+      `SELECT ${KEY_COLUMNS} FROM platform_keys k JOIN platform_key_versions v ON v.name = k.name AND v.version = k.current_version ORDER BY k.name`,
+    );
+    return rows;
+  }
+
+  async get(name: string, client: Pool | PoolClient = this.pool, lock = false): Promise<KeyRow | undefined> {
+    const { rows } = await client.query<KeyRow>(
+      `SELECT ${KEY_COLUMNS} FROM platform_keys k JOIN platform_key_versions v ON v.name = k.name AND v.version = k.current_version
+       WHERE k.name = $1 ${lock ? 'FOR UPDATE OF k' : ''}`,
+      [name],
+    );
+    return rows[0];
+  }
+
+  async versions(name: string): Promise<VersionRow[]> {
+    const { rows } = await this.pool.query<VersionRow>(
+      'SELECT name, version, fingerprint, last4, kid, expires_at, created_by, created_at FROM platform_key_versions WHERE name = $1 ORDER BY version DESC',
+      [name],
+    );
+    return rows;
+  }
+
+  async cipher(name: string, version: number, client: Pool | PoolClient = this.pool): Promise<{ jwe: StoredJwe; expires_at: Date | null } | undefined> {
+    const { rows } = await client.query<{ jwe: StoredJwe; expires_at: Date | null }>(
+      'SELECT jwe, expires_at FROM platform_key_versions WHERE name = $1 AND version = $2',
+      [name, version],
+    );
+    return rows[0];
+  }
+
+  /** The current version of every key, encrypted, for the renderer. */
+  async currentCiphers(client: Pool | PoolClient = this.pool): Promise<Array<{ name: string; env_var: string; version: number; jwe: StoredJwe; expires_at: Date | null }>> {
+    const { rows } = await client.query(
+      `SELECT k.name, k.env_var, k.current_version AS version, v.jwe, k.expires_at
+       FROM platform_keys k JOIN platform_key_versions v ON v.name = k.name AND v.version = k.current_version ORDER BY k.name`,
+    );
+    return rows;
+  }
+
+  async insertVersion(
+    c: PoolClient,
+    v: { name: string; version: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expires_at: Date | null; created_by: string },
+  ): Promise<void> {
+    await c.query(
+      `INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+      [v.name, v.version, v.jwe, v.kid, v.fingerprint, v.last4, v.expires_at, v.created_by],
+    );
+  }
+
+  async upsertHead(c: PoolClient, name: string, envVar: string, version: number, expiresAt: Date | null, exists: boolean): Promise<void> {
+    if (exists) {
+      await c.query('UPDATE platform_keys SET env_var = $2, current_version = $3, expires_at = $4, updated_at = now() WHERE name = $1', [name, envVar, version, expiresAt]);
+    } else {
+      await c.query('INSERT INTO platform_keys (name, env_var, current_version, expires_at) VALUES ($1,$2,$3,$4)', [name, envVar, version, expiresAt]);
+    }
+  }
+
+  async maxVersion(c: PoolClient, name: string): Promise<number> {
+    const { rows } = await c.query<{ max: number | null }>('SELECT max(version) AS max FROM platform_key_versions WHERE name = $1', [name]);
+    return rows[0]?.max ?? 0;
+  }
+
+  async envVarOwner(c: PoolClient, envVar: string): Promise<string | undefined> {
+    const { rows } = await c.query<{ name: string }>('SELECT name FROM platform_keys WHERE env_var = $1', [envVar]);
+    return rows[0]?.name;
+  }
+
+  async delete(c: PoolClient, name: string): Promise<void> {
+    await c.query('DELETE FROM platform_keys WHERE name = $1', [name]);
+  }
+}

@@ -1,0 +1,101 @@
+import { randomUUID } from 'node:crypto';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
+import type { Pool } from '../db/pool';
+import { AppError, NotFound } from './errors';
+import type { Authenticator } from './auth';
+import type { RouteTable } from './route-table';
+
+export interface AppDeps {
+  log: Logger;
+  metrics: Metrics;
+  pool: Pool;
+  auth: Authenticator;
+  routes: RouteTable;
+  version: string;
+}
+
+const JSON_LIMIT = 64 * 1024;
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+function problem(res: express.Response, status: number, type: string, title: string, detail: string, extra: Record<string, unknown> = {}): void {
+  res
+    .status(status)
+    .type('application/problem+json')
+    .send(JSON.stringify({ type: `https://keyplane.dev/problems/${type}`, title, status, detail, ...extra, request_id: res.locals.requestId }));
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { log, metrics, pool, auth, routes } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('trust proxy', false);
+
+  app.use(((req, res, next) => {
+    const given = req.get('x-request-id');
+    res.locals.requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
+    res.setHeader('X-Request-Id', res.locals.requestId);
+    const start = process.hrtime.bigint();
+    res.on('finish', () => {
+      const route = req.route?.path ? `${req.baseUrl}${req.route.path}` : res.statusCode === 404 ? 'unmatched' : req.path;
+      const labels = { method: req.method, route, status: String(res.statusCode) };
+      metrics.httpRequests.inc(labels);
+      metrics.httpDuration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
+    });
+    next();
+  }) as RequestHandler);
+
+  // Bodies: JSON only, at most 64 KiB. A request with a body of another type is a 415.
+  app.use(((req, res, next) => {
+    const hasBody = Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined;
+    if (hasBody && !req.is('application/json') && !req.is('application/*+json')) {
+      return problem(res, 415, 'unsupported-media-type', 'Unsupported media type', 'request bodies must be application/json');
+    }
+    next();
+  }) as RequestHandler);
+  app.use(express.json({ limit: JSON_LIMIT, type: ['application/json', 'application/*+json'], strict: false }));
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok', version: deps.version });
+  });
+  app.get('/readyz', async (_req, res) => {
+    try {
+      await Promise.race([pool.query('SELECT 1'), new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 2000))]);
+      res.json({ status: 'ready', database: 'ok' });
+    } catch {
+      problem(res, 503, 'not-ready', 'Not ready', 'the database is unreachable', { database: 'unreachable' });
+    }
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.get('/api/v1/openapi.json', (_req, res) => {
+    res.json(routes.openapi({ title: 'keyplane admin API', version: deps.version }));
+  });
+
+  const router = express.Router();
+  routes.mount(router, auth);
+  app.use(router);
+
+  app.use(((req, _res, next) => next(new NotFound(`route ${req.method} ${req.path}`))) as RequestHandler);
+
+  const onError: ErrorRequestHandler = (err, req, res, _next) => {
+    if (res.headersSent) return;
+    if (err instanceof AppError) {
+      if (err.status === 429 && 'retryAfterSeconds' in err) res.setHeader('Retry-After', String(err.retryAfterSeconds));
+      if (err.status >= 500) log.error('request failed', { err, method: req.method, path: req.path, request_id: res.locals.requestId });
+      return problem(res, err.status, err.type, err.title, err.message, err.extra);
+    }
+    const e = err as { type?: string; status?: number; message?: string };
+    if (e.type === 'entity.too.large') return problem(res, 413, 'payload-too-large', 'Payload too large', `request bodies are limited to ${JSON_LIMIT} bytes`);
+    if (e.type === 'entity.parse.failed') return problem(res, 400, 'malformed-json', 'Malformed JSON', 'the request body is not valid JSON');
+    if (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') return problem(res, 415, 'unsupported-media-type', 'Unsupported media type', 'request bodies must be UTF-8 JSON');
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return problem(res, e.status, 'bad-request', 'Bad request', 'the request could not be read');
+    log.error('request failed', { err, method: req.method, path: req.path, request_id: res.locals.requestId });
+    return problem(res, 500, 'internal', 'Internal error', 'an unexpected error occurred; see the server log for request ' + String(res.locals.requestId));
+  };
+  app.use(onError);
+  return app;
+}

@@ -1,0 +1,44 @@
+import { z } from 'zod';
+import { ValidationFailed, type FieldError } from './errors';
+
+export const NAME_RE = /^[a-z][a-z0-9_-]{0,62}$/;
+export const ENV_VAR_RE = /^[A-Z_][A-Z0-9_]*$/;
+// Printable ASCII without space, quotes (" ' `), backslash or `$`: safe unquoted in systemd, docker and shell env files.
+export const API_KEY_RE = /^[!#%&(-[\]-_a-~]{8,4096}$/;
+
+export const name = () => z.string({ error: 'must be a string' }).regex(NAME_RE, { error: 'must match ^[a-z][a-z0-9_-]{0,62}$' });
+export const envVar = () => z.string({ error: 'must be a string' }).regex(ENV_VAR_RE, { error: 'must match ^[A-Z_][A-Z0-9_]*$' }).max(128, { error: 'must be at most 128 characters' });
+export const apiKey = () =>
+  z
+    .string({ error: 'is required and must be a string' })
+    .min(8, { error: 'must be 8 to 4096 characters' })
+    .max(4096, { error: 'must be 8 to 4096 characters' })
+    .regex(API_KEY_RE, { error: 'must be printable ASCII without whitespace, quotes, backquote, backslash or $' });
+export const httpUrl = () =>
+  z.string({ error: 'must be a string' }).max(2048, { error: 'must be at most 2048 characters' }).refine((v) => {
+    try {
+      return /^https?:$/.test(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, { error: 'must be an http(s) URL' });
+export const timestamp = () =>
+  z.string({ error: 'must be an ISO 8601 timestamp' }).refine((v) => !Number.isNaN(Date.parse(v)) && /^\d{4}-\d{2}-\d{2}/.test(v), {
+    error: 'must be an ISO 8601 timestamp',
+  });
+
+/** Validates `input` against `schema`; every problem is reported with its field path and rule. */
+export function parse<T>(schema: z.ZodType<T>, input: unknown, root = ''): T {
+  const r = schema.safeParse(input);
+  if (r.success) return r.data;
+  const errors: FieldError[] = r.error.issues.map((i) => {
+    const p = [root, ...i.path.map(String)].filter(Boolean).join('.');
+    let rule = i.message;
+    if (i.code === 'unrecognized_keys') {
+      return { field: [p, ...(i.keys ?? [])].filter(Boolean).join('.'), rule: 'is not a known field' };
+    }
+    if (i.code === 'invalid_type' && /received undefined/.test(i.message)) rule = 'is required';
+    return { field: p || '(body)', rule };
+  });
+  throw new ValidationFailed(errors);
+}

@@ -1,0 +1,87 @@
+import winston from 'winston';
+
+export type Logger = winston.Logger;
+
+/**
+ * Values that must never appear in a log line. The keyring adds every secret it encrypts or
+ * decrypts; the redaction format replaces them wherever they occur in a message or field.
+ */
+export class SecretRegistry {
+  private readonly values = new Set<string>();
+
+  add(value: string): void {
+    // Very short values would redact ordinary words; keys are at least 8 characters.
+    if (value.length >= 8) this.values.add(value);
+  }
+
+  mask(text: string): string {
+    let out = text;
+    for (const v of this.values) {
+      if (out.includes(v)) out = out.split(v).join('[REDACTED]');
+    }
+    return out;
+  }
+
+  get size(): number {
+    return this.values.size;
+  }
+}
+
+/** Field names whose values are secrets whatever they hold. `key_name`, `kid` and `env_var` are names, not secrets. */
+const SECRET_FIELD = /(^|_|-)(api[_-]?key|apikey|token|secret|password|passwd|authorization|master[_-]?key|salt[_-]?key|private[_-]?key|credential_values|cookie)$|^(key|jwe|ciphertext|plaintext)$/i;
+
+export function isSecretField(name: string): boolean {
+  return SECRET_FIELD.test(name);
+}
+
+export function redactValue(value: unknown, secrets: SecretRegistry, depth = 0): unknown {
+  if (typeof value === 'string') return secrets.mask(value);
+  if (depth > 8 || value === null || typeof value !== 'object') return value;
+  if (value instanceof Error) {
+    return { name: value.name, message: secrets.mask(value.message), stack: value.stack ? secrets.mask(value.stack) : undefined };
+  }
+  if (Array.isArray(value)) return value.map((v) => redactValue(v, secrets, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = isSecretField(k) && v !== undefined && v !== null ? '[REDACTED]' : redactValue(v, secrets, depth + 1);
+  }
+  return out;
+}
+
+const redact = winston.format((info, opts: { secrets: SecretRegistry }) => {
+  const secrets = opts.secrets;
+  for (const key of Object.keys(info)) {
+    const v = (info as Record<string, unknown>)[key];
+    (info as Record<string, unknown>)[key] = isSecretField(key) && v != null ? '[REDACTED]' : redactValue(v, secrets);
+  }
+  return info;
+});
+
+export interface LogOptions {
+  level?: string;
+  secrets: SecretRegistry;
+  /** JSON lines unless explicitly pretty; pretty by default only on a terminal. */
+  json?: boolean;
+  stream?: NodeJS.WritableStream;
+  silent?: boolean;
+}
+
+export function createLogger(opts: LogOptions): Logger {
+  const json = opts.json ?? !process.stdout.isTTY;
+  const format = winston.format.combine(
+    winston.format.errors({ stack: true }),
+    redact({ secrets: opts.secrets }),
+    winston.format.timestamp(),
+    json
+      ? winston.format.json()
+      : winston.format.printf((i) => {
+          const { level, message, timestamp, component, ...rest } = i as Record<string, unknown>;
+          const extra = Object.keys(rest).length ? ' ' + JSON.stringify(rest) : '';
+          return `${String(timestamp)} ${String(level).toUpperCase()} [${String(component ?? 'keyplane')}] ${String(message)}${extra}`;
+        }),
+  );
+  const transport = opts.stream
+    ? new winston.transports.Stream({ stream: opts.stream })
+    : new winston.transports.Console({ stderrLevels: ['error', 'warn'] });
+  return winston.createLogger({ level: opts.level ?? 'info', format, transports: [transport], silent: opts.silent ?? false });
+}

@@ -1,0 +1,39 @@
+import type { ReloadKind } from '../config';
+import type { DesiredState } from '../sync/desired-state';
+
+export type ReloadStatus = 'ok' | 'failed' | 'skipped';
+
+export interface TargetResult {
+  /** Container name, `command`, or the LiteLLM URL. */
+  target: string;
+  status: ReloadStatus;
+  startedAt: Date;
+  finishedAt: Date;
+  error?: string;
+}
+
+export interface ReloadResult {
+  status: ReloadStatus;
+  targets: TargetResult[];
+  error?: string;
+}
+
+/** What a reloader is handed after a revision changed a file. */
+export interface ReloadRequest {
+  revision: number;
+  outputDir: string;
+  configPath: string;
+  envPath: string;
+  /** The rendered env file as VAR -> value (secrets: never log them). */
+  env: Record<string, string>;
+  /** The desired state the files were rendered from (for `litellm-api`). */
+  state: DesiredState;
+  /** Puts the previous files (`.bak`) back, for a reload that must be rolled back. */
+  restorePrevious(): Promise<boolean>;
+}
+
+export interface Reloader {
+  readonly kind: ReloadKind;
+  reload(req: ReloadRequest): Promise<ReloadResult>;
+  stop?(): Promise<void>;
+}
