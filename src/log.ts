@@ -48,8 +48,8 @@ export function redactValue(value: unknown, secrets: SecretRegistry, depth = 0):
   return out;
 }
 
-const redact = winston.format((info, opts: { secrets: SecretRegistry }) => {
-  const secrets = opts.secrets;
+const redact = winston.format((info, opts) => {
+  const secrets = (opts as { secrets: SecretRegistry }).secrets;
   for (const key of Object.keys(info)) {
     const v = (info as Record<string, unknown>)[key];
     (info as Record<string, unknown>)[key] = isSecretField(key) && v != null ? '[REDACTED]' : redactValue(v, secrets);

@@ -40,5 +40,12 @@ export function parse<T>(schema: z.ZodType<T>, input: unknown, root = ''): T {
     if (i.code === 'invalid_type' && /received undefined/.test(i.message)) rule = 'is required';
     return { field: p || '(body)', rule };
   });
-  throw new ValidationFailed(errors);
+  // One entry per field, every rule it broke.
+  const merged = new Map<string, string[]>();
+  for (const e of errors) {
+    const rules = merged.get(e.field) ?? [];
+    if (!rules.includes(e.rule)) rules.push(e.rule);
+    merged.set(e.field, rules);
+  }
+  throw new ValidationFailed([...merged].map(([field, rules]) => ({ field, rule: rules.join('; ') })));
 }

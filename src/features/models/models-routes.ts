@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import type { RouteTable } from '../../http/route-table';
+import { httpUrl, name, parse } from '../../http/validate';
+import { isSecretField } from '../../log';
+import type { ModelsService } from './models-service';
+
+const base = '/api/v1/admin/models';
+const modelName = () => z.string({ error: 'is required and must be a string' }).regex(/^[\x21-\x7e]{1,200}$/, { error: 'must be 1 to 200 printable characters without spaces' });
+const limit = () => z.number({ error: 'must be a whole number' }).int({ error: 'must be a whole number' }).min(1, { error: 'must be 1 or more' }).max(100_000_000, { error: 'must be at most 100000000' }).nullable().optional();
+const MANAGED_PARAMS = new Set(['model', 'api_key', 'api_base', 'rpm', 'tpm']);
+
+export const modelBody = z
+  .strictObject({
+    model_name: modelName(),
+    provider: name(),
+    model: z.string({ error: 'is required and must be a string' }).regex(/^[\x21-\x7e]{1,300}$/, { error: 'must be the upstream model id (1 to 300 printable characters, no spaces)' }),
+    api_base: httpUrl().nullable().optional(),
+    rpm: limit(),
+    tpm: limit(),
+    litellm_params: z.record(z.string(), z.unknown(), { error: 'must be an object' }).optional(),
+    model_info: z.record(z.string(), z.unknown(), { error: 'must be an object' }).optional(),
+  })
+  .superRefine((b, ctx) => {
+    for (const [k, v] of Object.entries(b.litellm_params ?? {})) {
+      // Keys belong in platform keys; only an os.environ/ reference may appear here.
+      if (isSecretField(k) && !(typeof v === 'string' && v.startsWith('os.environ/'))) {
+        ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'must not hold a raw secret: store it as a platform key (or use os.environ/VAR)' });
+      } else if (MANAGED_PARAMS.has(k)) {
+        ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: `is managed by keyplane: set it with the top-level field instead` });
+      }
+    }
+  });
+
+export function registerModelRoutes(table: RouteTable, svc: ModelsService): void {
+  const idOf = (p: Record<string, unknown>): string => parse(z.uuid({ error: 'must be a model id (UUID)' }), p.id, 'id');
+  table.add({
+    method: 'get', path: base, access: 'viewer', tag: 'models', summary: 'List model deployments (filter by ?provider= or ?model_name=)',
+    handler: async (req) => ({ items: await svc.list({ provider: req.query.provider as string | undefined, model_name: req.query.model_name as string | undefined }) }),
+  });
+  table.add({
+    method: 'post', path: base, access: 'operator', tag: 'models', body: modelBody, summary: 'Add a model deployment', responses: { 201: 'Created', 400: 'Invalid body or unknown provider' },
+    handler: async (req, res, ctx) => {
+      res.status(201);
+      return svc.create(parse(modelBody, req.body), ctx);
+    },
+  });
+  table.add({ method: 'get', path: `${base}/:id`, access: 'viewer', tag: 'models', summary: 'One model deployment', handler: async (req) => svc.get(idOf(req.params)) });
+  table.add({
+    method: 'put', path: `${base}/:id`, access: 'operator', tag: 'models', body: modelBody, summary: 'Replace a model deployment',
+    handler: async (req, _res, ctx) => svc.replace(idOf(req.params), parse(modelBody, req.body), ctx),
+  });
+  table.add({
+    method: 'delete', path: `${base}/:id`, access: 'operator', tag: 'models', summary: 'Delete a model deployment', responses: { 204: 'Deleted' },
+    handler: async (req, res, ctx) => {
+      await svc.delete(idOf(req.params), ctx);
+      res.status(204).end();
+    },
+  });
+}

@@ -1,0 +1,115 @@
+import { randomUUID } from 'node:crypto';
+import type { Pool } from '../../db/pool';
+import { withTransaction } from '../../db/pool';
+import { NotFound, ValidationFailed } from '../../http/errors';
+import type { RequestContext } from '../../http/principal';
+import { appendAudit } from '../audit/audit-store';
+
+export interface ModelInput {
+  model_name: string;
+  provider: string;
+  model: string;
+  api_base?: string | null;
+  rpm?: number | null;
+  tpm?: number | null;
+  litellm_params?: Record<string, unknown>;
+  model_info?: Record<string, unknown>;
+}
+
+export interface ModelView extends Required<Omit<ModelInput, 'api_base' | 'rpm' | 'tpm'>> {
+  id: string;
+  api_base: string | null;
+  rpm: number | null;
+  tpm: number | null;
+  created_at: string;
+  updated_at: string;
+}
+
+interface Row {
+  id: string;
+  model_name: string;
+  provider: string;
+  model: string;
+  api_base: string | null;
+  rpm: number | null;
+  tpm: number | null;
+  litellm_params: Record<string, unknown>;
+  model_info: Record<string, unknown>;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const view = (r: Row): ModelView => ({
+  id: r.id,
+  model_name: r.model_name,
+  provider: r.provider,
+  model: r.model,
+  api_base: r.api_base,
+  rpm: r.rpm,
+  tpm: r.tpm,
+  litellm_params: r.litellm_params,
+  model_info: r.model_info,
+  created_at: r.created_at.toISOString(),
+  updated_at: r.updated_at.toISOString(),
+});
+
+export class ModelsService {
+  constructor(private readonly pool: Pool) {}
+
+  async list(filter: { provider?: string; model_name?: string } = {}): Promise<ModelView[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.provider) where.push(`provider = $${args.push(filter.provider)}`);
+    if (filter.model_name) where.push(`model_name = $${args.push(filter.model_name)}`);
+    const { rows } = await this.pool.query<Row>(`SELECT * FROM models ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY model_name, created_at, id`, args);
+    return rows.map(view);
+  }
+
+  async get(id: string): Promise<ModelView> {
+    const r = (await this.pool.query<Row>('SELECT * FROM models WHERE id = $1', [id])).rows[0];
+    if (!r) throw new NotFound(`model ${id}`);
+    return view(r);
+  }
+
+  async create(input: ModelInput, ctx: RequestContext): Promise<ModelView> {
+    const id = randomUUID();
+    return withTransaction(this.pool, async (c) => {
+      await this.assertProvider(c, input.provider);
+      const { rows } = await c.query<Row>(
+        `INSERT INTO models (id, model_name, provider, model, api_base, rpm, tpm, litellm_params, model_info)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING *`,
+        [id, input.model_name, input.provider, input.model, input.api_base ?? null, input.rpm ?? null, input.tpm ?? null, input.litellm_params ?? {}, input.model_info ?? {}],
+      );
+      await appendAudit(c, { actor: ctx.principal.actor, action: 'model.create', target: `model/${id}`, requestId: ctx.requestId, details: { model_name: input.model_name, provider: input.provider, model: input.model } });
+      return view(rows[0]!);
+    });
+  }
+
+  async replace(id: string, input: ModelInput, ctx: RequestContext): Promise<ModelView> {
+    return withTransaction(this.pool, async (c) => {
+      await this.assertProvider(c, input.provider);
+      const { rows } = await c.query<Row>(
+        `UPDATE models SET model_name = $2, provider = $3, model = $4, api_base = $5, rpm = $6, tpm = $7, litellm_params = $8, model_info = $9, updated_at = now()
+         WHERE id = $1 RETURNING *`,
+        [id, input.model_name, input.provider, input.model, input.api_base ?? null, input.rpm ?? null, input.tpm ?? null, input.litellm_params ?? {}, input.model_info ?? {}],
+      );
+      if (!rows[0]) throw new NotFound(`model ${id}`);
+      await appendAudit(c, { actor: ctx.principal.actor, action: 'model.update', target: `model/${id}`, requestId: ctx.requestId, details: { model_name: input.model_name, provider: input.provider, model: input.model } });
+      return view(rows[0]);
+    });
+  }
+
+  async delete(id: string, ctx: RequestContext): Promise<void> {
+    await withTransaction(this.pool, async (c) => {
+      const r = await c.query<{ model_name: string }>('DELETE FROM models WHERE id = $1 RETURNING model_name', [id]);
+      if (!r.rows[0]) throw new NotFound(`model ${id}`);
+      await appendAudit(c, { actor: ctx.principal.actor, action: 'model.delete', target: `model/${id}`, requestId: ctx.requestId, details: { model_name: r.rows[0].model_name } });
+    });
+  }
+
+  private async assertProvider(c: { query: Pool['query'] }, slug: string): Promise<void> {
+    // FOR SHARE keeps a concurrent provider delete from slipping in between the check and the insert.
+    const r = await c.query('SELECT 1 FROM providers WHERE slug = $1 FOR SHARE', [slug]);
+    if (!r.rowCount) throw new ValidationFailed([{ field: 'provider', rule: `must name an existing provider (${slug} does not exist)` }]);
+  }
+}

@@ -1,0 +1,178 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import client from 'prom-client';
+import type { Settings } from './config';
+import { createLogger, SecretRegistry, type Logger } from './log';
+import { createMetrics, type Metrics } from './metrics';
+import { createPool, type Pool } from './db/pool';
+import { migrate } from './db/migrator';
+import { startEmbeddedPostgres } from './db/embedded';
+import { resolveKeyring } from './crypto/master-key';
+import type { Keyring } from './crypto/keyring';
+import { assertKeyringCovers, loadFingerprinter } from './crypto/secret-tables';
+import { Authenticator } from './http/auth';
+import { RouteTable } from './http/route-table';
+import { createApp } from './http/app';
+import { AuditStore } from './features/audit/audit-store';
+import { registerAuditRoutes } from './features/audit/audit-routes';
+import { TokensStore } from './features/tokens/tokens-store';
+import { registerTokenRoutes } from './features/tokens/tokens-routes';
+import { PlatformKeysService, type KeyValidator } from './features/platform-keys/platform-keys-service';
+import { registerPlatformKeyRoutes } from './features/platform-keys/platform-keys-routes';
+import { ProvidersService } from './features/providers/providers-service';
+import { registerProviderRoutes } from './features/providers/providers-routes';
+import { ModelsService } from './features/models/models-service';
+import { registerModelRoutes } from './features/models/models-routes';
+import { registerRoutingRoutes } from './features/routing/routing-routes';
+import { registerByokRoutes } from './features/byok/byok-routes';
+
+export const VERSION: string = (require('../package.json') as { version: string }).version;
+
+export interface BuildOptions {
+  /** Where log lines go (tests capture them); stdout/stderr by default. */
+  logStream?: NodeJS.WritableStream;
+  /** Skip the HTTP listener (CLI commands that only need the store). */
+  listen?: boolean;
+}
+
+/** The running keyplane: every part, and one stop() that tears them down in reverse order. */
+export interface Keyplane {
+  settings: Settings;
+  log: Logger;
+  secrets: SecretRegistry;
+  metrics: Metrics;
+  pool: Pool;
+  keyring: Keyring;
+  platformKeys: PlatformKeysService;
+  providers: ProvidersService;
+  models: ModelsService;
+  tokens: TokensStore;
+  audit: AuditStore;
+  routes: RouteTable;
+  server?: Server;
+  /** `http://host:port` of the admin API when listening. */
+  url?: string;
+  stop(): Promise<void>;
+}
+
+type Stopper = { name: string; stop: () => Promise<void> | void };
+
+/** Opens the database (embedded when no URL is set), migrates it and checks the keyring against it. */
+export async function openStore(settings: Settings, log: Logger, secrets: SecretRegistry, stoppers: Stopper[]): Promise<{ pool: Pool; keyring: Keyring }> {
+  const keyring = resolveKeyring(settings, secrets, log.child({ component: 'keyring' }));
+  let url = settings.databaseUrl;
+  if (!url) {
+    const db = await startEmbeddedPostgres(settings.dataDir, log.child({ component: 'postgres' }));
+    stoppers.push({ name: 'embedded-postgres', stop: db.stop });
+    url = db.url;
+  }
+  const pool = createPool(url, { max: 20, applicationName: `keyplane:${settings.instanceId}` });
+  stoppers.push({ name: 'pool', stop: () => pool.end() });
+  const applied = await migrate(pool);
+  if (applied.length) log.info('migrations applied', { applied });
+  await assertKeyringCovers(pool, keyring);
+  return { pool, keyring };
+}
+
+export async function stopAll(stoppers: Stopper[], log: Logger): Promise<void> {
+  for (const s of [...stoppers].reverse()) {
+    try {
+      await s.stop();
+    } catch (err) {
+      log.warn('stop failed', { part: s.name, err });
+    }
+  }
+  stoppers.length = 0;
+}
+
+export async function createKeyplane(settings: Settings, opts: BuildOptions = {}): Promise<Keyplane> {
+  const secrets = new SecretRegistry();
+  for (const s of [settings.adminToken, settings.jwtSecret, settings.litellmMasterKey]) if (s) secrets.add(s);
+  const log = createLogger({ level: settings.logLevel, secrets, stream: opts.logStream });
+  const stoppers: Stopper[] = [];
+  try {
+    const { pool, keyring } = await openStore(settings, log, secrets, stoppers);
+    const fingerprints = await loadFingerprinter(pool, keyring);
+    const metrics = createMetrics();
+    const audit = new AuditStore(pool);
+    const tokens = new TokensStore(pool);
+    let validator: KeyValidator | undefined;
+    const platformKeys = new PlatformKeysService(pool, keyring, fingerprints, (n, k) => (validator ? validator(n, k) : Promise.reject(new Error('no validator'))));
+    const providers = new ProvidersService(pool);
+    const models = new ModelsService(pool);
+    registerKeyGauge(metrics, pool);
+
+    const routes = new RouteTable();
+    registerPlatformKeyRoutes(routes, platformKeys);
+    registerProviderRoutes(routes, providers);
+    registerModelRoutes(routes, models);
+    registerRoutingRoutes(routes, pool);
+    registerAuditRoutes(routes, audit);
+    registerTokenRoutes(routes, tokens);
+    registerByokRoutes(routes, { pool, keyring, fingerprints });
+
+    const auth = new Authenticator({
+      adminToken: settings.adminToken,
+      jwtSecret: settings.jwtSecret,
+      jwksUrl: settings.jwksUrl,
+      tokens,
+      maxFailures: settings.authMaxFailures,
+    });
+    if (!settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
+
+    const kp: Keyplane = {
+      settings, log, secrets, metrics, pool, keyring, platformKeys, providers, models, tokens, audit, routes,
+      stop: async () => {
+        log.info('stopping');
+        await stopAll(stoppers, log);
+      },
+    };
+
+    if (opts.listen !== false) {
+      const app = createApp({ log: log.child({ component: 'http' }), metrics, pool, auth, routes, version: VERSION });
+      const server = createServer(app);
+      server.keepAliveTimeout = 65_000;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(settings.listen.port, settings.listen.host, () => resolve());
+      });
+      stoppers.push({
+        name: 'http',
+        stop: () =>
+          new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            server.closeIdleConnections();
+            setTimeout(() => server.closeAllConnections(), 5_000).unref();
+          }),
+      });
+      const addr = server.address() as AddressInfo;
+      kp.server = server;
+      kp.url = `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
+      log.info('admin API listening', { url: kp.url, version: VERSION });
+    }
+    return kp;
+  } catch (err) {
+    await stopAll(stoppers, log);
+    throw err;
+  }
+}
+
+/** keyplane_keys{state}: active, expiring (< 14 days), expired; read from the database at scrape time. */
+function registerKeyGauge(metrics: Metrics, pool: Pool): void {
+  new client.Gauge({
+    name: 'keyplane_keys',
+    help: 'Platform keys by state (active, expiring within 14 days, expired)',
+    labelNames: ['state'],
+    registers: [metrics.registry],
+    async collect() {
+      const { rows } = await pool.query<{ state: string; n: number }>(
+        `SELECT CASE WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired'
+                     WHEN expires_at IS NOT NULL AND expires_at <= now() + interval '14 days' THEN 'expiring'
+                     ELSE 'active' END AS state, count(*)::int AS n
+         FROM platform_keys GROUP BY 1`,
+      );
+      this.reset();
+      for (const state of ['active', 'expiring', 'expired']) this.set({ state }, rows.find((r) => r.state === state)?.n ?? 0);
+    },
+  });
+}
