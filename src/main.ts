@@ -52,6 +52,8 @@ export interface Keyplane {
   server?: Server;
   /** `http://host:port` of the admin API when listening. */
   url?: string;
+  /** Renders LiteLLM's files once (the `render` command); dry-run shows what would change. */
+  renderOnce?: (opts: { dryRun: boolean }) => Promise<unknown>;
   stop(): Promise<void>;
 }
 
