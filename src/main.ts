@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import type { Express } from 'express';
 import type { AddressInfo } from 'node:net';
 import client from 'prom-client';
 import type { Settings } from './config';
@@ -50,6 +51,7 @@ export interface Keyplane {
   audit: AuditStore;
   routes: RouteTable;
   server?: Server;
+  app?: Express;
   /** `http://host:port` of the admin API when listening. */
   url?: string;
   /** Renders LiteLLM's files once (the `render` command); dry-run shows what would change. */
@@ -149,6 +151,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       });
       const addr = server.address() as AddressInfo;
       kp.server = server;
+      kp.app = app;
       kp.url = `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
       log.info('admin API listening', { url: kp.url, version: VERSION });
     }

@@ -22,6 +22,11 @@ export function createPool(connectionString: string, opts: { max?: number; appli
 const RETRYABLE = new Set(['40001', '40P01', '57P03', '53300', '08006', '08003', '08000', '57P01']);
 const RETRYABLE_NET = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT']);
 
+/** Thrown inside a transaction to have it retried from the start (as a serialization failure would be). */
+export class TransientConflict extends Error {
+  readonly code = '40001';
+}
+
 export function isRetryable(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (!e || typeof e !== 'object') return false;

@@ -61,11 +61,14 @@ export function createApp(deps: AppDeps): Express {
     res.json({ status: 'ok', version: deps.version });
   });
   app.get('/readyz', async (_req, res) => {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([pool.query('SELECT 1'), new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 2000))]);
+      await Promise.race([pool.query('SELECT 1'), new Promise((_, rej) => (timer = setTimeout(() => rej(new Error('timeout')), 2000)))]);
       res.json({ status: 'ready', database: 'ok' });
     } catch {
       problem(res, 503, 'not-ready', 'Not ready', 'the database is unreachable', { database: 'unreachable' });
+    } finally {
+      clearTimeout(timer);
     }
   });
   app.get('/metrics', async (_req, res) => {
@@ -88,7 +91,11 @@ export function createApp(deps: AppDeps): Express {
       if (err.status >= 500) log.error('request failed', { err, method: req.method, path: req.path, request_id: res.locals.requestId });
       return problem(res, err.status, err.type, err.title, err.message, err.extra);
     }
-    const e = err as { type?: string; status?: number; message?: string };
+    const e = err as { type?: string; status?: number; message?: string; code?: string; constraint?: string };
+    // A unique or foreign-key race that slipped past the service's own checks is still a conflict, not a crash.
+    if (e.code === '23505' || e.code === '23503') {
+      return problem(res, 409, 'conflict', 'Conflict', `the change conflicts with another row (${e.constraint ?? 'constraint'}); retry`);
+    }
     if (e.type === 'entity.too.large') return problem(res, 413, 'payload-too-large', 'Payload too large', `request bodies are limited to ${JSON_LIMIT} bytes`);
     if (e.type === 'entity.parse.failed') return problem(res, 400, 'malformed-json', 'Malformed JSON', 'the request body is not valid JSON');
     if (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') return problem(res, 415, 'unsupported-media-type', 'Unsupported media type', 'request bodies must be UTF-8 JSON');

@@ -1,13 +1,14 @@
 import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
 import { httpUrl, name, parse } from '../../http/validate';
-import { isSecretField } from '../../log';
 import type { ModelsService } from './models-service';
 
 const base = '/api/v1/admin/models';
 const modelName = () => z.string({ error: 'is required and must be a string' }).regex(/^[\x21-\x7e]{1,200}$/, { error: 'must be 1 to 200 printable characters without spaces' });
 const limit = () => z.number({ error: 'must be a whole number' }).int({ error: 'must be a whole number' }).min(1, { error: 'must be 1 or more' }).max(100_000_000, { error: 'must be at most 100000000' }).nullable().optional();
 const MANAGED_PARAMS = new Set(['model', 'api_key', 'api_base', 'rpm', 'tpm']);
+// Any parameter named like a credential (api_key, aws_secret_access_key, vertex_credentials, ...) must be an os.environ/ reference.
+const SECRET_PARAM = /(key|secret|token|password|credentials?)(_id)?$|secret|password/i;
 
 export const modelBody = z
   .strictObject({
@@ -23,7 +24,7 @@ export const modelBody = z
   .superRefine((b, ctx) => {
     for (const [k, v] of Object.entries(b.litellm_params ?? {})) {
       // Keys belong in platform keys; only an os.environ/ reference may appear here.
-      if (isSecretField(k) && !(typeof v === 'string' && v.startsWith('os.environ/'))) {
+      if (SECRET_PARAM.test(k) && !k.endsWith('_name') && !(typeof v === 'string' && v.startsWith('os.environ/'))) {
         ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'must not hold a raw secret: store it as a platform key (or use os.environ/VAR)' });
       } else if (MANAGED_PARAMS.has(k)) {
         ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: `is managed by keyplane: set it with the top-level field instead` });

@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from '../../db/pool';
-import { withTransaction } from '../../db/pool';
+import { TransientConflict, withTransaction } from '../../db/pool';
 import { type Fingerprinter, type Keyring, last4, maskKey } from '../../crypto/keyring';
 import { platformKeyRef } from '../../crypto/secret-tables';
 import { Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed } from '../../http/errors';
@@ -204,14 +204,15 @@ export class PlatformKeysService {
       const { jwe, kid } = await this.keyring.encrypt(value, ref);
       const fingerprint = this.fingerprints.of(value);
       if (!head) {
-        // Claim the name; a concurrent creator that got here first makes this a 409 instead of a duplicate.
+        // Claim the name; a concurrent creator may have got here first.
         const inserted = await c.query('INSERT INTO platform_keys (name, env_var, current_version, expires_at) VALUES ($1,$2,$3,$4) ON CONFLICT (name) DO NOTHING', [
           name,
           envVar,
           version,
           expiresAt,
         ]);
-        if (inserted.rowCount === 0) throw new Conflict(`platform key ${name} was created concurrently; retry with If-Match`);
+        // Created concurrently: run again from the top, now as an update of that key.
+        if (inserted.rowCount === 0) throw new TransientConflict(`platform key ${name} was created concurrently`);
       } else {
         await this.store.upsertHead(c, name, envVar, version, expiresAt, true);
       }

@@ -12,14 +12,18 @@ export const routingBody = z
     aliases: z.record(modelRef(), modelRef(), { error: 'must be an object of alias -> model name' }).default({}),
     fallbacks: z.record(modelRef(), z.array(modelRef(), { error: 'must be a list of model names' }).max(20, { error: 'must list at most 20 fallbacks' }), { error: 'must be an object of model -> [fallback models]' }).default({}),
   })
-  .superRefine((b, ctx) => {
-    for (const [alias, target] of Object.entries(b.aliases)) {
-      if (alias === target) ctx.addIssue({ code: 'custom', path: ['aliases', alias], message: 'must not point to itself' });
-    }
-    for (const [model, list] of Object.entries(b.fallbacks)) {
-      if (list.includes(model)) ctx.addIssue({ code: 'custom', path: ['fallbacks', model], message: 'must not list the model itself' });
-    }
-  });
+  .superRefine(
+    (b, ctx) => {
+      for (const [alias, target] of Object.entries(b.aliases ?? {})) {
+        if (alias === target) ctx.addIssue({ code: 'custom', path: ['aliases', alias], message: 'must not point to itself' });
+      }
+      for (const [model, list] of Object.entries(b.fallbacks ?? {})) {
+        if (Array.isArray(list) && list.includes(model)) ctx.addIssue({ code: 'custom', path: ['fallbacks', model], message: 'must not list the model itself' });
+      }
+    },
+    // Report these together with shape errors elsewhere in the body, not only once the rest is valid.
+    { when: (p) => typeof p.value === 'object' && p.value !== null },
+  );
 
 interface RoutingRow {
   aliases: Record<string, string>;

@@ -1,0 +1,103 @@
+import { execFileSync } from 'node:child_process';
+import { Keyring, MissingMasterKeyError } from '../src/crypto/keyring';
+import { assertKeyringCovers, rewrapAll } from '../src/crypto/secret-tables';
+import { SecretRegistry } from '../src/log';
+import { startTestApp, type TestApp } from './helpers/app';
+import { adminUrl } from './helpers/db';
+
+const SECRET_A = 'sk-ant-api03-SECRETVALUEAAAAAAAAAAAAAA';
+const SECRET_B = 'sk-or-v1-SECRETVALUEBBBBBBBBBBBBBBBBBB';
+
+describe('encryption at rest', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp();
+    await t.api().put('/api/v1/admin/platform-keys/anthropic').send({ api_key: SECRET_A }).expect(200);
+    await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: SECRET_B }).expect(200);
+    await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: SECRET_A + 'X' }).expect(200);
+    await t.api().post('/api/v1/llm/byok/keys').send({ provider: 'groq', api_key: SECRET_B + 'BYOK' }).expect(201);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('a plain SELECT of every table shows no secret', async () => {
+    const { rows: tables } = await t.db.pool.query<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public'");
+    expect(tables.length).toBeGreaterThan(5);
+    for (const { tablename } of tables) {
+      const { rows } = await t.db.pool.query(`SELECT * FROM ${tablename}`);
+      const dump = JSON.stringify(rows);
+      for (const s of [SECRET_A, SECRET_B, 'SECRETVALUE']) expect([tablename, dump.includes(s)]).toEqual([tablename, false]);
+    }
+  });
+
+  it("Postgres's data files show no secret", async () => {
+    await t.db.pool.query('CHECKPOINT').catch(() => undefined);
+    const { rows } = await t.db.pool.query<{ dir: string }>('SELECT current_setting($1) AS dir', ['data_directory']).catch(() => ({ rows: [] as { dir: string }[] }));
+    const dir = rows[0]?.dir;
+    expect(dir).toBeTruthy();
+    // grep -r exits 1 when nothing matched: that is the pass.
+    let found = '';
+    try {
+      found = execFileSync('grep', ['-rla', 'SECRETVALUE', dir!], { encoding: 'utf8' });
+    } catch (err) {
+      expect((err as { status: number }).status).toBe(1);
+    }
+    expect(found).toBe('');
+  });
+
+  it('each secret is a JWE (dir + A256GCM) with the master key id', async () => {
+    const { rows } = await t.db.pool.query('SELECT jwe, kid FROM platform_key_versions');
+    for (const r of rows) {
+      const header = JSON.parse(Buffer.from(r.jwe.protected, 'base64url').toString());
+      expect(header).toEqual({ alg: 'dir', enc: 'A256GCM', kid: 'test' });
+      expect(r.kid).toBe('test');
+      expect(r.jwe.aad).toBeUndefined();
+    }
+  });
+
+  it('a ciphertext copied onto another row does not decrypt', async () => {
+    await t.db.pool.query(
+      `UPDATE platform_key_versions SET jwe = (SELECT jwe FROM platform_key_versions WHERE name = 'anthropic' AND version = 1)
+       WHERE name = 'openrouter' AND version = 2`,
+    );
+    const res = await t.api().get('/api/v1/admin/platform-keys/openrouter/decrypted').expect(500);
+    expect(JSON.stringify(res.body)).not.toContain(SECRET_A);
+    expect(t.logs()).toMatch(/does not decrypt/);
+    // Same for an older version of the same key (the version is bound too).
+    await t.db.pool.query(
+      `UPDATE platform_key_versions SET jwe = (SELECT jwe FROM platform_key_versions WHERE name = 'openrouter' AND version = 1)
+       WHERE name = 'openrouter' AND version = 2`,
+    );
+    await t.api().get('/api/v1/admin/platform-keys/openrouter/decrypted').expect(500);
+    await t.api().post('/api/v1/admin/platform-keys/openrouter/rollback').send({ version: 1 }).expect(200);
+    const ok = await t.api().get('/api/v1/admin/platform-keys/openrouter/decrypted').expect(200);
+    expect(ok.body.api_key).toBe(SECRET_B);
+    // A tampered row would (rightly) stop the rotation below; remove it.
+    await t.db.pool.query(`DELETE FROM platform_key_versions WHERE name = 'openrouter' AND version = 2`);
+  });
+
+  it('master-key rotation re-encrypts everything under the first key in one go, and the old key can then go', async () => {
+    const secrets = new SecretRegistry();
+    const old = Keyring.parse(t.masterKey, secrets);
+    const newSpec = Keyring.generateSpec('next');
+    const both = Keyring.parse(`${newSpec},${t.masterKey}`, secrets);
+    const r = await rewrapAll(t.db.pool, both);
+    const { rows } = await t.db.pool.query<{ n: number }>(
+      'SELECT (SELECT count(*) FROM platform_key_versions) + (SELECT count(*) FROM byok_keys) + (SELECT count(*) FROM keyplane_secrets) AS n',
+    );
+    expect(r.rewrapped).toBe(rows[0]!.n);
+    const again = await rewrapAll(t.db.pool, both);
+    expect(again).toEqual({ rewrapped: 0, unchanged: rows[0]!.n });
+    const onlyNew = Keyring.parse(newSpec, secrets);
+    await expect(assertKeyringCovers(t.db.pool, onlyNew)).resolves.toBeUndefined();
+    await expect(assertKeyringCovers(t.db.pool, old)).rejects.toThrow(MissingMasterKeyError);
+    await expect(assertKeyringCovers(t.db.pool, old)).rejects.toThrow(/next/);
+  });
+
+  it('a start with a keyring missing a stored key id stops and names the id', async () => {
+    const { startTestApp: start } = await import('./helpers/app');
+    await expect(start({ db: t.db, masterKey: Keyring.generateSpec('other') })).rejects.toThrow(/next/);
+    expect(adminUrl()).toBeTruthy();
+  });
+});
