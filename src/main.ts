@@ -142,12 +142,14 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       });
       stoppers.push({
         name: 'http',
-        stop: () =>
-          new Promise<void>((resolve) => {
+        stop: async () => {
+          await new Promise<void>((resolve) => {
             server.close(() => resolve());
             server.closeIdleConnections();
             setTimeout(() => server.closeAllConnections(), 5_000).unref();
-          }),
+          });
+          await routes.drain();
+        },
       });
       const addr = server.address() as AddressInfo;
       kp.server = server;

@@ -24,6 +24,22 @@ export interface RouteSpec {
  */
 export class RouteTable {
   readonly routes: RouteSpec[] = [];
+  /** Handlers still running: shutdown waits for them, even those whose client has gone away. */
+  private inflight = 0;
+  private drained: Array<() => void> = [];
+
+  /** Resolves once no handler runs (or after `timeoutMs`). */
+  drain(timeoutMs = 10_000): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+      this.drained.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
 
   add(spec: RouteSpec): void {
     this.routes.push(spec);
@@ -35,9 +51,14 @@ export class RouteTable {
       if (r.access !== 'public') handlers.push(auth.require(r.access) as RequestHandler);
       handlers.push(async (req, res) => {
         const ctx: RequestContext = { principal: res.locals.principal, requestId: String(res.locals.requestId) };
-        const out = await r.handler(req, res, ctx);
-        if (!res.headersSent && out !== undefined) res.json(out);
-        else if (!res.headersSent) res.status(204).end();
+        this.inflight++;
+        try {
+          const out = await r.handler(req, res, ctx);
+          if (!res.headersSent && out !== undefined) res.json(out);
+          else if (!res.headersSent) res.status(204).end();
+        } finally {
+          if (--this.inflight === 0) for (const f of this.drained.splice(0)) f();
+        }
       });
       router[r.method](r.path, ...handlers);
     }

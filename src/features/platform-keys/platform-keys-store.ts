@@ -37,9 +37,12 @@ export class PlatformKeysStore {
   }
 
   async get(name: string, client: Pool | PoolClient = this.pool, lock = false): Promise<KeyRow | undefined> {
+    // Lock the head row on its own first: a locked join re-checked after a concurrent commit would
+    // not see that commit's new version row and would wrongly find nothing.
+    if (lock) await client.query('SELECT 1 FROM platform_keys WHERE name = $1 FOR UPDATE', [name]);
     const { rows } = await client.query<KeyRow>(
       `SELECT ${KEY_COLUMNS} FROM platform_keys k JOIN platform_key_versions v ON v.name = k.name AND v.version = k.current_version
-       WHERE k.name = $1 ${lock ? 'FOR UPDATE OF k' : ''}`,
+       WHERE k.name = $1`,
       [name],
     );
     return rows[0];
