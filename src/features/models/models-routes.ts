@@ -6,6 +6,7 @@ import type { ModelsService } from './models-service';
 const base = '/api/v1/admin/models';
 const modelName = () => z.string({ error: 'is required and must be a string' }).regex(/^[\x21-\x7e]{1,200}$/, { error: 'must be 1 to 200 printable characters without spaces' });
 const limit = () => z.number({ error: 'must be a whole number' }).int({ error: 'must be a whole number' }).min(1, { error: 'must be 1 or more' }).max(100_000_000, { error: 'must be at most 100000000' }).nullable().optional();
+const MODEL_ID = z.uuid({ error: 'must be a model id (UUID)' });
 const MANAGED_PARAMS = new Set(['model', 'api_key', 'api_base', 'rpm', 'tpm']);
 // Any parameter named like a credential (api_key, aws_secret_access_key, vertex_credentials, ...) must be an os.environ/ reference.
 const SECRET_PARAM = /(key|secret|token|password|credentials?)(_id)?$|secret|password/i;
@@ -33,7 +34,7 @@ export const modelBody = z
   });
 
 export function registerModelRoutes(table: RouteTable, svc: ModelsService): void {
-  const idOf = (p: Record<string, unknown>): string => parse(z.uuid({ error: 'must be a model id (UUID)' }), p.id, 'id');
+  const idOf = (p: Record<string, unknown>): string => parse(MODEL_ID, p.id, 'id');
   table.add({
     method: 'get', path: base, access: 'viewer', tag: 'models', summary: 'List model deployments (filter by ?provider= or ?model_name=)',
     handler: async (req) => ({ items: await svc.list({ provider: req.query.provider as string | undefined, model_name: req.query.model_name as string | undefined }) }),

@@ -8,6 +8,8 @@ export const tokenBody = z.strictObject({
   role: z.enum(['admin', 'operator', 'viewer'], { error: 'must be admin, operator or viewer' }),
 });
 
+const TOKEN_ID = z.uuid({ error: 'must be a token id (UUID)' });
+
 export function registerTokenRoutes(table: RouteTable, store: TokensStore): void {
   const base = '/api/v1/admin/tokens';
   table.add({ method: 'get', path: base, access: 'admin', tag: 'tokens', summary: 'List API tokens (never the token itself)', handler: async () => ({ items: await store.list() }) });
@@ -22,6 +24,6 @@ export function registerTokenRoutes(table: RouteTable, store: TokensStore): void
   });
   table.add({
     method: 'delete', path: `${base}/:id`, access: 'admin', tag: 'tokens', summary: 'Revoke an API token',
-    handler: async (req, _res, ctx) => store.revoke(parse(z.uuid({ error: 'must be a token id (UUID)' }), req.params.id, 'id'), ctx.principal.actor, ctx.requestId),
+    handler: async (req, _res, ctx) => store.revoke(parse(TOKEN_ID, req.params.id, 'id'), ctx.principal.actor, ctx.requestId),
   });
 }
