@@ -28,7 +28,8 @@ export class SecretRegistry {
 }
 
 /** Field names whose values are secrets whatever they hold. `key_name`, `kid` and `env_var` are names, not secrets. */
-const SECRET_FIELD = /(^|_|-)(api[_-]?key|apikey|token|secret|password|passwd|authorization|master[_-]?key|salt[_-]?key|private[_-]?key|credential_values|cookie)$|^(key|jwe|ciphertext|plaintext)$/i;
+const SECRET_FIELD =
+  /api[_-]?key|apikey|secret|passw(or)?d|authorization|master[_-]?key|salt[_-]?key|private[_-]?key|access[_-]?key|credential_values|cookie|(^|_|-)token$|^(key|jwe|ciphertext|plaintext)$/i;
 
 export function isSecretField(name: string): boolean {
   return SECRET_FIELD.test(name);

@@ -10,6 +10,7 @@ const SECRET_B = 'sk-or-v1-SECRETVALUEBBBBBBBBBBBBBBBBBB';
 
 describe('encryption at rest', () => {
   let t: TestApp;
+  let rotatedSpec = '';
   beforeAll(async () => {
     t = await startTestApp();
     await t.api().put('/api/v1/admin/platform-keys/anthropic').send({ api_key: SECRET_A }).expect(200);
@@ -81,6 +82,7 @@ describe('encryption at rest', () => {
     const secrets = new SecretRegistry();
     const old = Keyring.parse(t.masterKey, secrets);
     const newSpec = Keyring.generateSpec('next');
+    rotatedSpec = newSpec;
     const both = Keyring.parse(`${newSpec},${t.masterKey}`, secrets);
     const r = await rewrapAll(t.db.pool, both);
     const { rows } = await t.db.pool.query<{ n: number }>(
@@ -99,5 +101,15 @@ describe('encryption at rest', () => {
     const { startTestApp: start } = await import('./helpers/app');
     await expect(start({ db: t.db, masterKey: Keyring.generateSpec('other') })).rejects.toThrow(/next/);
     expect(adminUrl()).toBeTruthy();
+  });
+
+  it('a rotation that meets a secret it cannot decrypt changes nothing at all', async () => {
+    const secrets = new SecretRegistry();
+    const { rows: before } = await t.db.pool.query('SELECT name, version, kid, jwe FROM platform_key_versions ORDER BY name, version');
+    await t.db.pool.query("INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, created_by) SELECT name, 99, jwe, kid, fingerprint, last4, 'test' FROM platform_key_versions WHERE name = 'anthropic' AND version = 1");
+    const third = Keyring.parse(`${Keyring.generateSpec('third')},${rotatedSpec}`, secrets);
+    await expect(rewrapAll(t.db.pool, third)).rejects.toThrow(/platform_key\/anthropic\/v99 does not decrypt/);
+    const { rows: after } = await t.db.pool.query("SELECT name, version, kid, jwe FROM platform_key_versions WHERE version <> 99 ORDER BY name, version");
+    expect(after).toEqual(before);
   });
 });
