@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
-import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { SignJWT, exportJWK, generateKeyPair, type KeyLike } from 'jose';
 import { startTestApp, type TestApp } from './helpers/app';
 import type { Role } from '../src/http/principal';
 
@@ -120,10 +120,10 @@ describe('auth', () => {
 describe('auth with a JWKS URL', () => {
   let t: TestApp;
   let jwks: Server;
-  let privateKey: CryptoKey;
+  let privateKey: KeyLike;
   beforeAll(async () => {
     const pair = await generateKeyPair('RS256');
-    privateKey = pair.privateKey as CryptoKey;
+    privateKey = pair.privateKey;
     const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'test-1', alg: 'RS256', use: 'sig' };
     jwks = createServer((_req, res) => {
       res.setHeader('Content-Type', 'application/json');

@@ -119,7 +119,7 @@ describe('keyplane command, on its embedded Postgres', () => {
     expect(again.stdout).toMatch(/re-encrypted 0 secret\(s\).*2 already used it/);
     const s = await serve({ KEYPLANE_DATA_DIR: dataDir, KEYPLANE_MASTER_KEY: next, KEYPLANE_ADMIN_TOKEN: token });
     const got = await fetch(`${s.url}/api/v1/admin/platform-keys/openrouter/decrypted`, { headers: { Authorization: `Bearer ${token}` } });
-    expect((await got.json()).api_key).toBe('sk-or-v1-survives-restart-4242');
+    expect(((await got.json()) as { api_key: string }).api_key).toBe('sk-or-v1-survives-restart-4242');
     expect(await stop(s)).toBe(0);
   });
 
