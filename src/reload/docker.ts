@@ -1,0 +1,403 @@
+import { randomBytes } from 'node:crypto';
+import Docker from 'dockerode';
+import { ConfigError, type DockerMode } from '../config';
+import type { Logger } from '../log';
+import { waitForLiveliness } from './liveliness';
+import type { Reloader, ReloadRequest, ReloadResult, TargetResult } from './reloader';
+
+/** Base URL where a container answers `/health/liveliness` (needed when several share the host network). */
+export const LABEL_URL = 'keyplane.litellm-url';
+/** Port LiteLLM listens on inside a container on a bridge network (default 4000). */
+export const LABEL_PORT = 'keyplane.litellm-port';
+/** The env variables keyplane put into a recreated container, so that a deleted key is removed next time. */
+export const LABEL_MANAGED_ENV = 'keyplane.managed-env';
+export const LABEL_REVISION = 'keyplane.revision';
+
+export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+
+/** A Docker client for `DOCKER_HOST` (unix:// or tcp://), or the default socket when unset. */
+export function createDockerClient(host: string | undefined, timeoutMs: number): { docker: Docker; where: string } {
+  if (!host) return { docker: new Docker({ socketPath: DEFAULT_DOCKER_SOCKET, timeout: timeoutMs }), where: `unix://${DEFAULT_DOCKER_SOCKET}` };
+  if (host.startsWith('unix://')) {
+    const socketPath = host.slice('unix://'.length);
+    if (!socketPath) throw new ConfigError('DOCKER_HOST', 'unix:// needs a socket path, e.g. unix:///var/run/docker.sock');
+    return { docker: new Docker({ socketPath, timeout: timeoutMs }), where: host };
+  }
+  let u: URL;
+  try {
+    u = new URL(host.includes('://') ? host : `tcp://${host}`);
+  } catch {
+    throw new ConfigError('DOCKER_HOST', 'is neither unix:///path nor tcp://host:port');
+  }
+  if (!['tcp:', 'http:', 'https:'].includes(u.protocol) || !u.hostname) throw new ConfigError('DOCKER_HOST', 'is neither unix:///path nor tcp://host:port');
+  // TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) are read by docker-modem from the environment.
+  if (host === process.env.DOCKER_HOST) return { docker: new Docker({ timeout: timeoutMs }), where: host };
+  const protocol = u.protocol === 'https:' ? 'https' : 'http';
+  return { docker: new Docker({ host: u.hostname, port: u.port || (protocol === 'https' ? '2376' : '2375'), protocol, timeout: timeoutMs }), where: host };
+}
+
+export interface DockerReloaderOptions {
+  docker: Docker;
+  /** Where the engine is, for error messages (`unix:///var/run/docker.sock`). */
+  where: string;
+  containers: string[];
+  label?: string;
+  mode: DockerMode;
+  stopTimeoutS: number;
+  readyTimeoutMs: number;
+  /** Where LiteLLM answers when it runs on the host network and has no `keyplane.litellm-url` label. */
+  litellmUrl: string;
+  log: Logger;
+  livelinessIntervalMs?: number;
+}
+
+type Info = Docker.ContainerInspectInfo;
+
+/** A failed step that knows how to put its own target back. */
+class StepError extends Error {
+  constructor(message: string, readonly undo: () => Promise<void>) {
+    super(message);
+  }
+}
+
+/** A target reloaded in this run: how to roll it back if a later one fails, and what to clean up once all are done. */
+interface Reloaded {
+  undo: () => Promise<void>;
+  finish: () => Promise<void>;
+}
+
+interface Target {
+  name: string;
+  info: Info;
+}
+
+/**
+ * `KEYPLANE_RELOAD=docker`: restarts or recreates the LiteLLM containers one at a time, each live
+ * before the next, so one always serves. A replacement that never gets live is rolled back, with
+ * every target before it and the previous files.
+ */
+export class DockerReloader implements Reloader {
+  readonly kind = 'docker' as const;
+  private readonly log: Logger;
+  private readonly docker: Docker;
+
+  constructor(private readonly opts: DockerReloaderOptions) {
+    this.log = opts.log.child({ component: 'reload-docker' });
+    this.docker = opts.docker;
+  }
+
+  async reload(req: ReloadRequest): Promise<ReloadResult> {
+    const runStarted = new Date();
+    let targets: Target[];
+    try {
+      const found = await this.resolveTargets();
+      if (found.missing.length) {
+        const error = `no such container: ${found.missing.join(', ')} (KEYPLANE_DOCKER_CONTAINERS)`;
+        const now = new Date();
+        return {
+          status: 'failed',
+          error,
+          targets: [
+            ...found.missing.map((target): TargetResult => ({ target, status: 'failed', startedAt: runStarted, finishedAt: now, error: 'no such container' })),
+            ...found.targets.map((t): TargetResult => ({ target: t.name, status: 'skipped', startedAt: runStarted, finishedAt: now, error: 'not reloaded: another target is missing' })),
+          ],
+        };
+      }
+      targets = found.targets;
+    } catch (err) {
+      const error = this.describe(err);
+      const target = this.opts.containers.length ? this.opts.containers.join(',') : `label:${this.opts.label ?? ''}`;
+      return { status: 'failed', error, targets: [{ target, status: 'failed', startedAt: runStarted, finishedAt: new Date(), error }] };
+    }
+    if (targets.length === 0) {
+      const error = `no running container has the label ${this.opts.label ?? ''} (KEYPLANE_DOCKER_LABEL)`;
+      return { status: 'failed', error, targets: [{ target: `label:${this.opts.label ?? ''}`, status: 'failed', startedAt: runStarted, finishedAt: new Date(), error }] };
+    }
+
+    const results: TargetResult[] = [];
+    const reloaded: Array<{ result: TargetResult; step: Reloaded }> = [];
+    const stopped = targets.filter((t) => !t.info.State.Running);
+    for (const [i, t] of targets.entries()) {
+      if (!t.info.State.Running) continue;
+      const startedAt = new Date();
+      try {
+        this.log.info('reloading container', { container: t.name, mode: this.opts.mode, revision: req.revision });
+        const step = this.opts.mode === 'restart' ? await this.restartOne(t) : await this.recreateOne(t, req);
+        const result: TargetResult = { target: t.name, status: 'ok', startedAt, finishedAt: new Date() };
+        results.push(result);
+        reloaded.push({ result, step });
+        this.log.info('container live', { container: t.name, revision: req.revision, ms: Date.now() - startedAt.getTime() });
+      } catch (err) {
+        const error = this.describe(err);
+        results.push({ target: t.name, status: 'failed', startedAt, finishedAt: new Date(), error });
+        this.log.warn('container did not come back; rolling back', { container: t.name, revision: req.revision, error });
+        const { restored, problems } = await this.rollBack(req, t.name, err instanceof StepError ? err.undo : undefined, reloaded);
+        for (const later of targets.slice(i + 1)) {
+          const now = new Date();
+          results.push({ target: later.name, status: 'skipped', startedAt: now, finishedAt: now, error: `not reloaded: ${t.name} failed` });
+        }
+        const rolled = problems.length
+          ? `; rollback incomplete: ${problems.join('; ')}`
+          : restored
+            ? '; rolled back to the previous files and containers'
+            : '; rolled back to the previous containers (there were no previous files to restore)';
+        return { status: 'failed', error: `${t.name}: ${error}${rolled}`, targets: results };
+      }
+    }
+    for (const { step } of reloaded) {
+      await step.finish().catch((err: unknown) => this.log.warn('cleanup after reload failed', { error: this.describe(err) }));
+    }
+    for (const t of stopped) results.push(await this.reloadStopped(t, req));
+    return { status: results.some((r) => r.status === 'ok') ? 'ok' : 'skipped', targets: results };
+  }
+
+  /** Puts the previous files back, then the failed target, then every earlier target, newest first. */
+  private async rollBack(
+    req: ReloadRequest,
+    failed: string,
+    undoFailed: (() => Promise<void>) | undefined,
+    reloaded: Array<{ result: TargetResult; step: Reloaded }>,
+  ): Promise<{ restored: boolean; problems: string[] }> {
+    const problems: string[] = [];
+    // Files first: a container put back (or restarted) must read the previous config when it starts.
+    const restored = await req.restorePrevious().catch((err: unknown) => {
+      problems.push(`files: ${(err as Error).message}`);
+      return false;
+    });
+    if (!restored) this.log.warn('no previous files to restore', { revision: req.revision });
+    const undo = async (name: string, fn: () => Promise<void>): Promise<void> => {
+      try {
+        await fn();
+        this.log.info('container rolled back', { container: name });
+      } catch (err) {
+        problems.push(`${name}: ${this.describe(err)}`);
+      }
+    };
+    if (undoFailed) await undo(failed, undoFailed);
+    for (const r of [...reloaded].reverse()) {
+      await undo(r.result.target, r.step.undo);
+      r.result.status = 'failed';
+      r.result.error = `rolled back because ${failed} failed`;
+      r.result.finishedAt = new Date();
+    }
+    return { restored, problems };
+  }
+
+  private async resolveTargets(): Promise<{ targets: Target[]; missing: string[] }> {
+    const targets: Target[] = [];
+    const missing: string[] = [];
+    if (this.opts.containers.length) {
+      for (const name of this.opts.containers) {
+        try {
+          const info = await this.docker.getContainer(name).inspect();
+          targets.push({ name: containerName(info), info });
+        } catch (err) {
+          if ((err as { statusCode?: number }).statusCode === 404) missing.push(name);
+          else throw err;
+        }
+      }
+    } else {
+      const list = await this.docker.listContainers({ filters: { label: [this.opts.label ?? ''] } });
+      for (const c of list) {
+        const info = await this.docker.getContainer(c.Id).inspect();
+        targets.push({ name: containerName(info), info });
+      }
+    }
+    targets.sort((a, b) => a.name.localeCompare(b.name));
+    return { targets, missing };
+  }
+
+  /** `restart` mode: the container's command reads the env file from the mounted directory when it starts. */
+  private async restartOne(t: Target): Promise<Reloaded> {
+    const c = this.docker.getContainer(t.info.Id);
+    const restartAndWait = async (): Promise<void> => {
+      const before = (await c.inspect()).State.StartedAt;
+      await c.restart({ t: this.opts.stopTimeoutS });
+      // RestartCount only counts policy restarts; a changed StartedAt proves this one happened.
+      const after = await c.inspect();
+      if (after.State.StartedAt === before) throw new Error('the container was not restarted (StartedAt unchanged)');
+      await this.waitReady(c, after);
+    };
+    try {
+      await restartAndWait();
+    } catch (err) {
+      throw new StepError(this.describe(err), restartAndWait);
+    }
+    return { undo: restartAndWait, finish: async () => undefined };
+  }
+
+  /**
+   * `recreate` mode: a replacement with the same configuration and the rendered env. The old
+   * container is renamed aside and kept (stopped) until every target is live, so that it can be
+   * put back.
+   */
+  private async recreateOne(t: Target, req: ReloadRequest): Promise<Reloaded> {
+    const old = this.docker.getContainer(t.info.Id);
+    const spec = await this.replacementSpec(t.info, req);
+    const aside = `${t.name}-kp-prev-${randomBytes(3).toString('hex')}`;
+    await old.rename({ name: aside });
+    let created: Docker.Container | undefined;
+    const putBack = async (graceful: boolean): Promise<void> => {
+      if (created) {
+        if (graceful) await ignoreStatus(created.stop({ t: this.opts.stopTimeoutS }), 304, 404);
+        await ignoreStatus(created.remove({ force: true }), 404);
+      }
+      await old.rename({ name: t.name });
+      await ignoreStatus(old.start(), 304);
+      await this.waitReady(old, await old.inspect());
+    };
+    try {
+      created = await this.docker.createContainer({ ...spec.create, name: t.name });
+      for (const [network, endpoint] of spec.laterNetworks) {
+        await this.docker.getNetwork(network).connect({ Container: created.id, EndpointConfig: endpoint });
+      }
+      // Stop before start: replicas on the host network share nothing but their own port, which the new one needs.
+      await ignoreStatus(old.stop({ t: this.opts.stopTimeoutS }), 304);
+      await created.start();
+      await this.waitReady(created, await created.inspect());
+    } catch (err) {
+      throw new StepError(this.describe(err), () => putBack(false));
+    }
+    return { undo: () => putBack(true), finish: () => ignoreStatus(old.remove({ force: true }), 404) };
+  }
+
+  /**
+   * A named container that is not running is recreated with the new env but left stopped (restart
+   * mode leaves it alone: its command reads the env file when it starts).
+   */
+  private async reloadStopped(t: Target, req: ReloadRequest): Promise<TargetResult> {
+    const startedAt = new Date();
+    if (this.opts.mode === 'restart') {
+      return { target: t.name, status: 'skipped', startedAt, finishedAt: new Date(), error: 'not running: left stopped; it reads the new env file when it starts' };
+    }
+    const old = this.docker.getContainer(t.info.Id);
+    const aside = `${t.name}-kp-prev-${randomBytes(3).toString('hex')}`;
+    try {
+      const spec = await this.replacementSpec(t.info, req);
+      await old.rename({ name: aside });
+      try {
+        const created = await this.docker.createContainer({ ...spec.create, name: t.name });
+        for (const [network, endpoint] of spec.laterNetworks) {
+          await this.docker.getNetwork(network).connect({ Container: created.id, EndpointConfig: endpoint });
+        }
+      } catch (err) {
+        await old.rename({ name: t.name });
+        throw err;
+      }
+      await ignoreStatus(old.remove({ force: true }), 404);
+      return { target: t.name, status: 'skipped', startedAt, finishedAt: new Date(), error: 'not running: recreated with the new env and left stopped' };
+    } catch (err) {
+      return { target: t.name, status: 'failed', startedAt, finishedAt: new Date(), error: `not running, and recreating it failed: ${this.describe(err)}` };
+    }
+  }
+
+  /** The old container's configuration with the rendered env for the variables keyplane manages (others kept). */
+  private async replacementSpec(info: Info, req: ReloadRequest): Promise<{ create: Docker.ContainerCreateOptions; laterNetworks: Array<[string, Docker.EndpointSettings]> }> {
+    const cfg = info.Config;
+    const keys = Object.keys(req.env).sort();
+    const managed = new Set([...(cfg.Labels?.[LABEL_MANAGED_ENV] ?? '').split(',').filter(Boolean), ...keys]);
+    const env = (cfg.Env ?? []).filter((e) => !managed.has(e.slice(0, e.indexOf('=') < 0 ? e.length : e.indexOf('='))));
+    for (const k of keys) env.push(`${k}=${req.env[k]!}`);
+
+    // The same image the old one runs, even if its tag has since moved to another image.
+    let image = info.Image;
+    try {
+      if ((await this.docker.getImage(cfg.Image).inspect()).Id === info.Image) image = cfg.Image;
+    } catch {
+      // The tag is gone: the image id still works.
+    }
+
+    const create: Docker.ContainerCreateOptions = {
+      ...(cfg as unknown as Docker.ContainerCreateOptions),
+      Image: image,
+      Env: env,
+      Labels: { ...cfg.Labels, [LABEL_MANAGED_ENV]: keys.join(','), [LABEL_REVISION]: String(req.revision) },
+      HostConfig: info.HostConfig,
+    };
+    // Docker's default hostname is the container id; the replacement gets its own.
+    if (cfg.Hostname && info.Id.startsWith(cfg.Hostname)) delete create.Hostname;
+
+    const laterNetworks: Array<[string, Docker.EndpointSettings]> = [];
+    const mode = info.HostConfig.NetworkMode ?? 'default';
+    if (!['host', 'none'].includes(mode) && !mode.startsWith('container:')) {
+      const endpoints = Object.entries(info.NetworkSettings.Networks ?? {}).map(([name, ep]): [string, Docker.EndpointSettings] => [
+        name,
+        {
+          IPAMConfig: ep.IPAMConfig ?? undefined,
+          Links: ep.Links ?? undefined,
+          // Docker adds the short container id as an alias; the replacement gets its own.
+          Aliases: (ep.Aliases as string[] | null | undefined)?.filter((a) => !info.Id.startsWith(a)),
+        },
+      ]);
+      const primaryName = mode === 'default' ? 'bridge' : mode;
+      const primary = endpoints.find(([name]) => name === primaryName) ?? endpoints[0];
+      if (primary) {
+        // API 1.41 takes one network at create; the others are connected before the start.
+        create.NetworkingConfig = { EndpointsConfig: { [primary[0]]: primary[1] } };
+        laterNetworks.push(...endpoints.filter((e) => e !== primary));
+      }
+    }
+    return { create, laterNetworks };
+  }
+
+  /** Live: answers `/health/liveliness`, or (with a Docker healthcheck and no URL label) is Docker-healthy. */
+  private async waitReady(c: Docker.Container, info: Info): Promise<void> {
+    const labelUrl = info.Config.Labels?.[LABEL_URL];
+    const test = info.Config.Healthcheck?.Test;
+    if (!labelUrl && test && test.length && test[0] !== 'NONE') return this.waitHealthy(c);
+    const url = labelUrl ?? this.urlOf(info);
+    await waitForLiveliness(url, {
+      timeoutMs: this.opts.readyTimeoutMs,
+      intervalMs: this.opts.livelinessIntervalMs,
+      giveUp: async () => {
+        const now = await c.inspect();
+        return now.State.Running || now.State.Restarting ? undefined : `the container exited with code ${now.State.ExitCode}`;
+      },
+    });
+  }
+
+  private async waitHealthy(c: Docker.Container): Promise<void> {
+    const deadline = Date.now() + this.opts.readyTimeoutMs;
+    for (;;) {
+      const info = await c.inspect();
+      const health = info.State.Health?.Status;
+      if (health === 'healthy') return;
+      if (health === 'unhealthy') throw new Error('Docker reports the container unhealthy');
+      if (!info.State.Running && !info.State.Restarting) throw new Error(`the container exited with code ${info.State.ExitCode}`);
+      if (Date.now() >= deadline) throw new Error(`not healthy within ${this.opts.readyTimeoutMs} ms (health: ${health ?? 'none'})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  private urlOf(info: Info): string {
+    if (info.HostConfig.NetworkMode === 'host') return this.opts.litellmUrl;
+    const ip = Object.values(info.NetworkSettings.Networks ?? {}).find((n) => n.IPAddress)?.IPAddress;
+    if (!ip) throw new Error(`cannot tell where ${containerName(info)} listens: give it the label ${LABEL_URL}`);
+    return `http://${ip}:${info.Config.Labels?.[LABEL_PORT] ?? '4000'}`;
+  }
+
+  private describe(err: unknown): string {
+    const e = err as { code?: string; statusCode?: number; json?: { message?: string } | null; message?: string };
+    if (e.code === 'EACCES') {
+      return `no permission to use the Docker socket at ${this.opts.where}: keyplane's user needs the socket's group (docker compose: group_add with DOCKER_GID; systemd: SupplementaryGroups=docker)`;
+    }
+    if (e.code && ['ENOENT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ENOTFOUND', 'ETIMEDOUT', 'ECONNRESET'].includes(e.code)) {
+      return `cannot reach the Docker engine at ${this.opts.where} (${e.code}): is Docker running, and is its socket mounted into keyplane's container? Set DOCKER_HOST to point at it`;
+    }
+    if (e.statusCode) return `Docker answered ${e.statusCode}: ${(e.json?.message ?? e.message ?? '').trim()}`;
+    return e.message ?? String(err);
+  }
+}
+
+function containerName(info: Info): string {
+  return info.Name.replace(/^\//, '');
+}
+
+/** Awaits a Docker call, treating the given HTTP statuses (304 already stopped, 404 gone) as done. */
+async function ignoreStatus(p: Promise<unknown>, ...statuses: number[]): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    if (!statuses.includes((err as { statusCode?: number }).statusCode ?? 0)) throw err;
+  }
+}

@@ -1,0 +1,51 @@
+import type Docker from 'dockerode';
+import type { Settings } from '../config';
+import type { Logger, SecretRegistry } from '../log';
+import { CommandReloader } from './command';
+import { createDockerClient, DockerReloader } from './docker';
+import { LitellmApiReloader } from './litellm-api';
+import { NoneReloader } from './none';
+import type { Reloader } from './reloader';
+
+export interface ReloaderDeps {
+  log: Logger;
+  secrets?: SecretRegistry;
+  /** A ready Docker client (tests); otherwise one is made for DOCKER_HOST. */
+  docker?: { docker: Docker; where: string };
+}
+
+/**
+ * The reloader `KEYPLANE_RELOAD` names. Settings were validated by loadSettings; a bad DOCKER_HOST
+ * throws a ConfigError here, at start-up.
+ */
+export function createReloader(settings: Settings, deps: ReloaderDeps): Reloader {
+  switch (settings.reload) {
+    case 'none':
+      return new NoneReloader();
+    case 'command':
+      return new CommandReloader({
+        command: settings.reloadCommand ?? '',
+        timeoutMs: settings.reloadTimeoutMs,
+        litellmUrl: settings.litellmUrl,
+        readyTimeoutMs: settings.readyTimeoutMs,
+        log: deps.log,
+        secrets: deps.secrets,
+      });
+    case 'docker': {
+      // Docker calls include a stop that may take the whole stop timeout.
+      const client = deps.docker ?? createDockerClient(settings.dockerHost, (settings.dockerStopTimeoutS + 30) * 1000);
+      return new DockerReloader({
+        ...client,
+        containers: settings.dockerContainers,
+        label: settings.dockerLabel,
+        mode: settings.dockerMode,
+        stopTimeoutS: settings.dockerStopTimeoutS,
+        readyTimeoutMs: settings.readyTimeoutMs,
+        litellmUrl: settings.litellmUrl,
+        log: deps.log,
+      });
+    }
+    case 'litellm-api':
+      return new LitellmApiReloader({ url: settings.litellmUrl, masterKey: settings.litellmMasterKey, log: deps.log });
+  }
+}

@@ -1,0 +1,146 @@
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type Docker from 'dockerode';
+import { createDockerClient, LABEL_URL } from '../../src/reload/docker';
+import { waitForLiveliness } from '../../src/reload/liveliness';
+
+export const KP_DOCKER_HOST = 'unix:///tmp/kp-docker/docker.sock';
+const BUSYBOX = '/bin/busybox';
+const HOW_TO_START =
+  'Start one with `eval "$(scripts/dockerd.sh)"` (it prints the DOCKER_HOST to export; scripts/ci-docker.sh also installs docker.io and busybox-static)';
+
+/**
+ * The LiteLLM stand-in: serves /health/liveliness and /env (the environment it started with) on
+ * 127.0.0.1:$STANDIN_PORT, and writes that environment into the mounted /out. STANDIN_FAIL naming
+ * this replica (or `all`) makes it never get live; STANDIN_DELAY (seconds) slows its start.
+ */
+const STANDIN_SCRIPT = `#!/bin/sh
+if [ "$STANDIN_FAIL" = "all" ] || [ "$STANDIN_FAIL" = "$STANDIN_NAME" ]; then exec sleep 100000; fi
+if [ -n "$STANDIN_DELAY" ]; then sleep "$STANDIN_DELAY"; fi
+mkdir -p /tmp/www/health
+env | sort > /tmp/www/env
+if [ -d /out ]; then env | sort > "/out/standin-$STANDIN_NAME.env"; fi
+echo "I'm alive!" > /tmp/www/health/liveliness
+exec httpd -f -p "127.0.0.1:$STANDIN_PORT" -h /tmp/www
+`;
+const APPLETS = ['sh', 'env', 'sort', 'sleep', 'httpd', 'mkdir', 'echo', 'cat', 'wget'];
+const IMAGE_TAG = createHash('sha256').update(STANDIN_SCRIPT).update(APPLETS.join()).digest('hex').slice(0, 12);
+export const STANDIN_IMAGE = `keyplane-standin:${IMAGE_TAG}`;
+
+/** The engine from DOCKER_HOST, else the one scripts/dockerd.sh starts. Fails (never skips) when none answers. */
+export async function connectDocker(): Promise<{ docker: Docker; where: string }> {
+  const host = process.env.DOCKER_HOST ?? (existsSync(KP_DOCKER_HOST.slice('unix://'.length)) ? KP_DOCKER_HOST : undefined);
+  if (!host) throw new Error(`No Docker engine for the reload tests: DOCKER_HOST is unset and ${KP_DOCKER_HOST} does not exist. ${HOW_TO_START}.`);
+  const client = createDockerClient(host, 60_000);
+  try {
+    await Promise.race([client.docker.ping(), new Promise((_, reject) => setTimeout(() => reject(new Error('no answer within 5 s')), 5_000).unref())]);
+  } catch (err) {
+    throw new Error(`The Docker engine at ${host} does not answer (${(err as Error).message}). ${HOW_TO_START}.`);
+  }
+  return client;
+}
+
+/** Imports a busybox root filesystem with the stand-in script as an image (no registry needed). */
+export async function ensureStandInImage(docker: Docker): Promise<string> {
+  try {
+    await docker.getImage(STANDIN_IMAGE).inspect();
+    return STANDIN_IMAGE;
+  } catch {
+    // Not there yet: build it.
+  }
+  if (!existsSync(BUSYBOX)) throw new Error(`${BUSYBOX} is missing: apt-get install -y busybox-static (scripts/ci-docker.sh does)`);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kp-standin-'));
+  try {
+    const root = path.join(dir, 'root');
+    mkdirSync(path.join(root, 'bin'), { recursive: true });
+    mkdirSync(path.join(root, 'tmp'));
+    chmodSync(path.join(root, 'tmp'), 0o1777);
+    copyFileSync(BUSYBOX, path.join(root, 'bin', 'busybox'));
+    chmodSync(path.join(root, 'bin', 'busybox'), 0o755);
+    for (const a of APPLETS) symlinkSync('busybox', path.join(root, 'bin', a));
+    writeFileSync(path.join(root, 'standin.sh'), STANDIN_SCRIPT, { mode: 0o755 });
+    const tar = path.join(dir, 'rootfs.tar');
+    execFileSync('tar', ['-C', root, '--numeric-owner', '--owner=0', '--group=0', '-cf', tar, '.']);
+    const [repo, tag] = STANDIN_IMAGE.split(':') as [string, string];
+    const stream = await docker.importImage(tar, { repo, tag });
+    await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err) => (err ? reject(err) : resolve())));
+    await docker.getImage(STANDIN_IMAGE).inspect();
+    return STANDIN_IMAGE;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface StandInOptions {
+  name: string;
+  port: number;
+  /** Mounted at /out (the output directory: never a single file). */
+  outDir: string;
+  env?: Record<string, string>;
+  /** Default: the stand-in itself; restart-mode tests read the env file first, like our compose file. */
+  cmd?: string[];
+  labels?: Record<string, string>;
+  /** Without the `keyplane.litellm-url` label the reloader must find liveliness another way. */
+  urlLabel?: boolean;
+  healthcheck?: Docker.HealthConfig;
+}
+
+/**
+ * Test containers carry one label per test file so that cleanup finds every container a test
+ * made, including the ones a reload renamed aside or created.
+ */
+export class StandIns {
+  readonly runLabel = `keyplane.test.run`;
+  readonly runId = randomBytes(4).toString('hex');
+
+  constructor(readonly docker: Docker) {}
+
+  url(port: number): string {
+    return `http://127.0.0.1:${port}`;
+  }
+
+  async run(o: StandInOptions): Promise<Docker.Container> {
+    const env = { STANDIN_NAME: o.name, STANDIN_PORT: String(o.port), ...o.env };
+    const c = await this.docker.createContainer({
+      name: o.name,
+      Image: STANDIN_IMAGE,
+      Cmd: o.cmd ?? ['/standin.sh'],
+      Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      Labels: { [this.runLabel]: this.runId, ...(o.urlLabel === false ? {} : { [LABEL_URL]: this.url(o.port) }), ...o.labels },
+      Healthcheck: o.healthcheck,
+      StopTimeout: 5,
+      HostConfig: { NetworkMode: 'host', Init: true, Binds: [`${o.outDir}:/out`], RestartPolicy: { Name: 'no' } },
+    });
+    await c.start();
+    await waitForLiveliness(this.url(o.port), { timeoutMs: 15_000 });
+    return c;
+  }
+
+  /** The environment the stand-in on `port` started with, as it serves it. */
+  async servedEnv(port: number): Promise<Record<string, string>> {
+    const res = await fetch(`${this.url(port)}/env`, { signal: AbortSignal.timeout(2_000) });
+    if (!res.ok) throw new Error(`GET /env answered ${res.status}`);
+    const out: Record<string, string> = {};
+    for (const line of (await res.text()).split('\n')) {
+      const i = line.indexOf('=');
+      if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
+    }
+    return out;
+  }
+
+  /** Every container of this test file, running or not (names without the leading slash). */
+  async list(): Promise<Docker.ContainerInfo[]> {
+    return this.docker.listContainers({ all: true, filters: { label: [`${this.runLabel}=${this.runId}`] } });
+  }
+
+  async removeAll(): Promise<void> {
+    for (const c of await this.list()) await this.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  }
+}
+
+export function containerNames(list: Docker.ContainerInfo[]): string[] {
+  return list.flatMap((c) => c.Names.map((n) => n.replace(/^\//, ''))).sort();
+}
