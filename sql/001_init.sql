@@ -113,3 +113,11 @@ CREATE TABLE audit_log (
   prev_hash   text NOT NULL,
   hash        text NOT NULL UNIQUE
 );
+
+-- The head of the chain: appends lock this row (FOR UPDATE sees the latest committed head even
+-- after waiting), so the chain never forks.
+CREATE TABLE audit_head (
+  id    integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+  hash  text NOT NULL
+);
+INSERT INTO audit_head (id, hash) VALUES (1, repeat('0', 64));

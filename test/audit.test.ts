@@ -54,8 +54,17 @@ describe('audit trail', () => {
     expect(bad.body).toMatchObject({ ok: false, first_bad_id: rows[1]!.id });
   });
 
+  it('removing the newest rows is caught by the chain head', async () => {
+    await t.db.pool.query("TRUNCATE audit_log; UPDATE audit_head SET hash = repeat('0', 64)");
+    await t.api().put('/api/v1/admin/platform-keys/tail').send({ api_key: 'sk-tail-1-abcdefgh' }).expect(200);
+    await t.api().put('/api/v1/admin/platform-keys/tail').send({ api_key: 'sk-tail-2-abcdefgh' }).expect(200);
+    await t.db.pool.query('DELETE FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)');
+    const bad = await t.api().get('/api/v1/admin/audit/verify').expect(200);
+    expect(bad.body).toMatchObject({ ok: false, checked: 1, problem: expect.stringMatching(/head/) });
+  });
+
   it('concurrent changes keep one unbroken chain', async () => {
-    await t.db.pool.query('TRUNCATE audit_log');
+    await t.db.pool.query("TRUNCATE audit_log; UPDATE audit_head SET hash = repeat('0', 64)");
     await Promise.all(Array.from({ length: 30 }, (_, i) => t.api().put(`/api/v1/admin/platform-keys/k${i % 6}`).send({ api_key: `sk-concurrent-${i}-xyz` }).expect(200)));
     const ok = await t.api().get('/api/v1/admin/audit/verify').expect(200);
     expect(ok.body).toEqual({ ok: true, checked: 30 });

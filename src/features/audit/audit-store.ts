@@ -24,8 +24,6 @@ export interface AuditRow {
   hash: string;
 }
 
-// Appends are serialised by this transaction-scoped advisory lock so that the chain never forks.
-const AUDIT_LOCK = 0x6b70_0002;
 export const GENESIS = '0'.repeat(64);
 
 function canonical(value: unknown): string {
@@ -39,23 +37,34 @@ function canonical(value: unknown): string {
     .join(',')}}`;
 }
 
-export function auditHash(prev: string, r: Omit<AuditRow, 'id' | 'hash' | 'prev_hash'>): string {
+/** The digest of a row's content (everything but the links). */
+export function contentDigest(r: Omit<AuditRow, 'id' | 'hash' | 'prev_hash'>): string {
   return createHash('sha256')
-    .update(prev)
     .update(canonical([r.at.toISOString(), r.actor, r.action, r.target, r.version ?? null, r.request_id ?? null, r.details ?? {}]))
     .digest('hex');
 }
 
-/** Writes one audit row inside the caller's transaction: the change and its record commit together or not at all. */
+/** A row's hash links it to the previous one: sha256(prev_hash || content digest), both as hex text. */
+export function auditHash(prev: string, r: Omit<AuditRow, 'id' | 'hash' | 'prev_hash'>): string {
+  return createHash('sha256').update(prev + contentDigest(r)).digest('hex');
+}
+
+/**
+ * Writes one audit row inside the caller's transaction: the change and its record commit together
+ * or not at all. One statement locks the chain's head row (FOR UPDATE returns the newest committed
+ * head even after waiting), links the row to it and moves the head; the lock is held until commit,
+ * so the chain stays linear. The link is computed in SQL with the same formula as auditHash().
+ */
 export async function appendAudit(client: PoolClient, e: AuditEntry): Promise<void> {
-  await client.query('SELECT pg_advisory_xact_lock($1)', [AUDIT_LOCK]);
-  const last = await client.query<{ hash: string }>('SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1');
-  const prev = last.rows[0]?.hash ?? GENESIS;
   const row = { at: new Date(), actor: e.actor, action: e.action, target: e.target, version: e.version ?? null, request_id: e.requestId ?? null, details: e.details ?? {} };
-  const hash = auditHash(prev, row);
   await client.query(
-    'INSERT INTO audit_log (at, actor, action, target, version, request_id, details, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)',
-    [row.at, row.actor, row.action, row.target, row.version, row.request_id, row.details, prev, hash],
+    `WITH head AS (SELECT hash FROM audit_head WHERE id = 1 FOR UPDATE),
+          appended AS (
+            INSERT INTO audit_log (at, actor, action, target, version, request_id, details, prev_hash, hash)
+            SELECT $1, $2, $3, $4, $5, $6, $7, head.hash, encode(sha256(convert_to(head.hash || $8::text, 'UTF8')), 'hex') FROM head
+            RETURNING hash)
+     UPDATE audit_head SET hash = (SELECT hash FROM appended) WHERE id = 1`,
+    [row.at, row.actor, row.action, row.target, row.version, row.request_id, row.details, contentDigest(row)],
   );
 }
 
@@ -98,6 +107,8 @@ export class AuditStore {
           checked++;
         }
       }
+      const head = await client.query<{ hash: string }>('SELECT hash FROM audit_head WHERE id = 1');
+      if (head.rows[0]?.hash !== prev) return { ok: false, checked, problem: 'the chain head does not match the newest row (rows were removed from the end)' };
       return { ok: true, checked };
     } finally {
       await client.query('ROLLBACK').catch(() => undefined);

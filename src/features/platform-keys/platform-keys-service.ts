@@ -186,37 +186,29 @@ export class PlatformKeysService {
     source: (c: PoolClient) => Promise<{ value: string; expiresAt: Date | null; envVar?: string; rolledBackTo?: number }>,
   ): Promise<PlatformKeyView> {
     return withTransaction(this.pool, async (c) => {
-      let head = await this.store.get(name, c, true);
-      if (ifMatch !== undefined && (head?.current_version ?? 0) !== ifMatch) {
+      const head = await this.store.lockHead(c, name);
+      const current = head?.current_version ?? 0;
+      if (ifMatch !== undefined && current !== ifMatch) {
         throw new PreconditionFailed(
-          head ? `platform key ${name} is at version ${head.current_version}, not ${ifMatch}` : `platform key ${name} does not exist yet (If-Match "0" creates it)`,
-          { current_version: head?.current_version ?? 0 },
+          head ? `platform key ${name} is at version ${current}, not ${ifMatch}` : `platform key ${name} does not exist yet (If-Match "0" creates it)`,
+          { current_version: current },
         );
       }
       const { value, expiresAt, envVar: askedEnvVar, rolledBackTo } = await source(c);
       const envVar = askedEnvVar ?? head?.env_var ?? defaultEnvVar(name);
-      const owner = await this.store.envVarOwner(c, envVar);
-      if (owner && owner !== name) {
-        throw new Conflict(`env var ${envVar} is already used by platform key ${owner}`, { env_var: envVar, used_by: owner });
+      if (envVar !== head?.env_var) {
+        const owner = await this.store.envVarOwner(c, envVar);
+        if (owner && owner !== name) throw new Conflict(`env var ${envVar} is already used by platform key ${owner}`, { env_var: envVar, used_by: owner });
       }
-      const version = (await this.store.maxVersion(c, name)) + 1;
-      const ref = platformKeyRef(name, version);
-      const { jwe, kid } = await this.keyring.encrypt(value, ref);
+      // Every write makes max + 1 the current version (rollback too), so the head's version is the highest.
+      const version = current + 1;
+      const { jwe, kid } = await this.keyring.encrypt(value, platformKeyRef(name, version));
       const fingerprint = this.fingerprints.of(value);
-      if (!head) {
-        // Claim the name; a concurrent creator may have got here first.
-        const inserted = await c.query('INSERT INTO platform_keys (name, env_var, current_version, expires_at) VALUES ($1,$2,$3,$4) ON CONFLICT (name) DO NOTHING', [
-          name,
-          envVar,
-          version,
-          expiresAt,
-        ]);
-        // Created concurrently: run again from the top, now as an update of that key.
-        if (inserted.rowCount === 0) throw new TransientConflict(`platform key ${name} was created concurrently`);
-      } else {
-        await this.store.upsertHead(c, name, envVar, version, expiresAt, true);
-      }
-      await this.store.insertVersion(c, { name, version, jwe, kid, fingerprint, last4: last4(value), expires_at: expiresAt, created_by: ctx.principal.actor });
+      const row = await this.store.writeVersion(c, !head, {
+        name, envVar, version, jwe, kid, fingerprint, last4: last4(value), expiresAt, createdBy: ctx.principal.actor,
+      });
+      // Created concurrently: run again from the top, now as an update of that key.
+      if (!row) throw new TransientConflict(`platform key ${name} was created concurrently`);
       await appendAudit(c, {
         actor: ctx.principal.actor,
         action,
@@ -225,8 +217,7 @@ export class PlatformKeysService {
         requestId: ctx.requestId,
         details: { env_var: envVar, fingerprint, previous_version: head?.current_version ?? null, ...(rolledBackTo ? { rolled_back_to: rolledBackTo } : {}) },
       });
-      head = await this.store.get(name, c);
-      return toView(head!);
+      return toView(row);
     });
   }
 }

@@ -73,27 +73,32 @@ export class PlatformKeysStore {
     return rows;
   }
 
-  async insertVersion(
+  /** Locks the key's head row (alone: see get()) and returns it, or undefined for a new key. */
+  async lockHead(c: PoolClient, name: string): Promise<{ env_var: string; current_version: number } | undefined> {
+    const { rows } = await c.query<{ env_var: string; current_version: number }>('SELECT env_var, current_version FROM platform_keys WHERE name = $1 FOR UPDATE', [name]);
+    return rows[0];
+  }
+
+  /**
+   * Writes a new version and points the head at it, in one statement. For a new key the head is
+   * inserted; undefined means another transaction created the key first.
+   */
+  async writeVersion(
     c: PoolClient,
-    v: { name: string; version: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expires_at: Date | null; created_by: string },
-  ): Promise<void> {
-    await c.query(
-      `INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
-      [v.name, v.version, v.jwe, v.kid, v.fingerprint, v.last4, v.expires_at, v.created_by],
+    create: boolean,
+    v: { name: string; envVar: string; version: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expiresAt: Date | null; createdBy: string },
+  ): Promise<KeyRow | undefined> {
+    const head = create
+      ? `INSERT INTO platform_keys (name, env_var, current_version, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING *`
+      : `UPDATE platform_keys SET env_var = $2, current_version = $3, expires_at = $4, updated_at = now() WHERE name = $1 RETURNING *`;
+    const { rows } = await c.query<KeyRow>(
+      `WITH h AS (${head}),
+            v AS (INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by)
+                  SELECT h.name, $3, $5, $6, $7, $8, $4, $9 FROM h RETURNING fingerprint, last4, kid)
+       SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, v.fingerprint, v.last4, v.kid FROM h, v`,
+      [v.name, v.envVar, v.version, v.expiresAt, v.jwe, v.kid, v.fingerprint, v.last4, v.createdBy],
     );
-  }
-
-  async upsertHead(c: PoolClient, name: string, envVar: string, version: number, expiresAt: Date | null, exists: boolean): Promise<void> {
-    if (exists) {
-      await c.query('UPDATE platform_keys SET env_var = $2, current_version = $3, expires_at = $4, updated_at = now() WHERE name = $1', [name, envVar, version, expiresAt]);
-    } else {
-      await c.query('INSERT INTO platform_keys (name, env_var, current_version, expires_at) VALUES ($1,$2,$3,$4)', [name, envVar, version, expiresAt]);
-    }
-  }
-
-  async maxVersion(c: PoolClient, name: string): Promise<number> {
-    const { rows } = await c.query<{ max: number | null }>('SELECT max(version) AS max FROM platform_key_versions WHERE name = $1', [name]);
-    return rows[0]?.max ?? 0;
+    return rows[0];
   }
 
   async envVarOwner(c: PoolClient, envVar: string): Promise<string | undefined> {
