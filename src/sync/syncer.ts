@@ -1,0 +1,624 @@
+import { readFile } from 'node:fs/promises';
+import client from 'prom-client';
+import type { Settings } from '../config';
+import { SafeEmitter } from '../events';
+import { withRetry, type Pool } from '../db/pool';
+import type { Logger, SecretRegistry } from '../log';
+import type { ReloadRequest } from '../reload/reloader';
+import { BaseConfigError, parseBaseConfig, type BaseConfig } from './base-config';
+import { runCheckCommand, validateStaged, type CheckResult } from './check';
+import type { DesiredState } from './desired-state';
+import { lineDiff } from './diff';
+import { readLeader, SYNC_LEADER_LOCK, type LeaderInfo } from './leader';
+import { maskConfigText, maskEnvText, maskValues } from './masking';
+import { Quiescence, type SyncWait } from './quiescence';
+import { render, sha256, type Rendered } from './renderer';
+import type { FailureStage, RenderFailure, RenderResult, SyncEvents, Trigger } from './sync-events';
+import { SYNC_CHANNEL } from './watcher';
+import { AtomicWriter, CONFIG_FILE, ENV_FILE, FILE_MODES, type StagedFile } from './writer';
+
+export interface SyncerOptions {
+  pool: Pool;
+  /** Reads the whole desired state (normally `loadDesiredState(pool, platformKeys)`). */
+  loadState: () => Promise<DesiredState>;
+  log: Logger;
+  secrets: SecretRegistry;
+  events: SafeEmitter<SyncEvents>;
+  outputDir: string;
+  baseConfig?: string;
+  wait: SyncWait;
+  reconcileIntervalMs: number;
+  checkCommand?: string;
+  checkTimeoutMs?: number;
+  /** False with KEYPLANE_RELOAD=litellm-api (managed models live in LiteLLM's database). */
+  modelsInConfig: boolean;
+  instanceId: string;
+  /** Whether this instance holds the lead; a follower never renders. Default: always. */
+  isLeader?: () => boolean;
+  /** Called once per revision that changed a file, after every file is written. Must not throw. */
+  reload?: (req: ReloadRequest) => void;
+  /** The reload queue's last result, shown in the sync status. */
+  reloadStatus?: () => Promise<unknown> | unknown;
+  registry?: client.Registry;
+}
+
+export type SyncOutcome =
+  | { status: 'changed' | 'unchanged'; result: RenderResult }
+  | { status: 'failed'; failure: RenderFailure }
+  | { status: 'skipped'; reason: string };
+
+export interface RevisionView {
+  revision: number;
+  config_sha256: string;
+  env_sha256: string;
+  changed_files: string[];
+  trigger: string;
+  changed_keys: string[];
+  skipped: unknown[];
+  instance_id: string;
+  created_at: string;
+}
+
+export interface SyncPreview {
+  changed: Record<string, boolean>;
+  config_sha256: string;
+  env_sha256: string;
+  config: string;
+  env: string;
+  diff: Record<string, string>;
+  deployments: number;
+  skipped: Rendered['skipped'];
+  warnings: Rendered['warnings'];
+}
+
+const FILES = [CONFIG_FILE, ENV_FILE] as const;
+
+class StageError extends Error {
+  constructor(readonly stage: FailureStage, message: string, readonly stderrTail?: string) {
+    super(message);
+  }
+}
+
+/** The lead went to another instance during the render: not a failure, the new leader renders. */
+class LostLead extends Error {}
+
+interface LastRender {
+  state: DesiredState;
+  rendered: Rendered;
+  revision: number | null;
+}
+
+type Deferred = { triggers: Set<string>; promise: Promise<SyncOutcome>; resolve: (o: SyncOutcome) => void };
+
+function deferred(): Deferred {
+  let resolve!: (o: SyncOutcome) => void;
+  const promise = new Promise<SyncOutcome>((r) => (resolve = r));
+  return { triggers: new Set(), promise, resolve };
+}
+
+function revisionView(r: Record<string, unknown>): RevisionView {
+  return {
+    revision: Number(r.revision),
+    config_sha256: String(r.config_sha256),
+    env_sha256: String(r.env_sha256),
+    changed_files: r.changed_files as string[],
+    trigger: String(r.trigger),
+    changed_keys: r.changed_keys as string[],
+    skipped: r.skipped as unknown[],
+    instance_id: String(r.instance_id),
+    created_at: (r.created_at as Date).toISOString(),
+  };
+}
+
+const REVISION_COLUMNS = 'revision, config_sha256, env_sha256, changed_files, trigger, changed_keys, skipped, instance_id, created_at';
+
+/**
+ * The sync loop: nudge -> quiescence -> read the whole state -> render -> check the staged files
+ * -> atomic write -> record a revision -> hand to the reload queue. One render at a time; nudges
+ * that arrive during a render fold into exactly one more.
+ */
+export class Syncer {
+  readonly writer: AtomicWriter;
+  private readonly quiescence: Quiescence;
+  private readonly nudgeTriggers = new Set<string>();
+  private running: Promise<SyncOutcome> | undefined;
+  private queued: Deferred | undefined;
+  private reconcileTimer: ReturnType<typeof setInterval> | undefined;
+  private started = false;
+  private baseCache: { text: string; parsed: BaseConfig } | undefined;
+  /** Per file, the hashes this process last put there (a render, or a rollback): anything else is a hand edit. */
+  private readonly known = new Map<string, Set<string | null>>();
+  private last: LastRender | undefined;
+  private readonly metrics?: { renders: client.Counter<string>; duration: client.Histogram<string>; revision: client.Gauge<string>; skipped: client.Gauge<string> };
+
+  constructor(private readonly opts: SyncerOptions) {
+    this.writer = new AtomicWriter(opts.outputDir);
+    this.quiescence = new Quiescence(opts.wait, () => {
+      const trigger = [...this.nudgeTriggers].join('+');
+      this.nudgeTriggers.clear();
+      void this.request(trigger);
+    });
+    if (opts.registry) {
+      const registers = [opts.registry];
+      this.metrics = {
+        renders: new client.Counter({ name: 'keyplane_sync_renders_total', help: 'Renders by outcome', labelNames: ['status'], registers }),
+        duration: new client.Histogram({
+          name: 'keyplane_sync_render_duration_seconds',
+          help: 'Time from reading the state to the files in place',
+          buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+          registers,
+        }),
+        revision: new client.Gauge({ name: 'keyplane_sync_revision', help: 'Last revision this instance wrote', registers }),
+        skipped: new client.Gauge({ name: 'keyplane_sync_skipped_deployments', help: 'Deployments left out for want of an active provider key', registers }),
+      };
+    }
+  }
+
+  private isLeader(): boolean {
+    return this.opts.isLeader ? this.opts.isLeader() : true;
+  }
+
+  /**
+   * Checks what start-up needs: the output directory (created 0755 when missing, must be
+   * writable) and the base config (file, line and problem when it is bad). Throws on either.
+   */
+  async prepare(): Promise<void> {
+    await this.writer.prepare();
+    if (this.opts.baseConfig) await this.base();
+  }
+
+  /** Prepares, starts the reconcile schedule and, when this instance leads, renders at once. */
+  async start(): Promise<SyncOutcome | undefined> {
+    if (this.started) return undefined;
+    await this.prepare();
+    this.started = true;
+    this.reconcileTimer = setInterval(() => {
+      if (this.isLeader()) void this.request('reconcile');
+    }, this.opts.reconcileIntervalMs);
+    return this.isLeader() ? this.request('start') : undefined;
+  }
+
+  async stop(): Promise<void> {
+    this.started = false;
+    if (this.reconcileTimer) clearInterval(this.reconcileTimer);
+    this.reconcileTimer = undefined;
+    this.quiescence.cancel();
+    this.nudgeTriggers.clear();
+    await this.running?.catch(() => undefined);
+    await this.queued?.promise;
+  }
+
+  /** A hint that something changed; ignored by followers. Renders after the quiescence wait. */
+  nudge(trigger: Trigger): void {
+    if (!this.started || !this.isLeader()) return;
+    this.nudgeTriggers.add(trigger);
+    this.quiescence.nudge();
+  }
+
+  /**
+   * Renders now (or right after the render in flight). Every caller waiting on the same queued
+   * render gets its outcome. Never rejects.
+   */
+  request(trigger: string): Promise<SyncOutcome> {
+    if (!this.running) {
+      this.running = this.runAndDrain(trigger);
+      return this.running;
+    }
+    this.queued ??= deferred();
+    this.queued.triggers.add(trigger);
+    return this.queued.promise;
+  }
+
+  private async runAndDrain(trigger: string): Promise<SyncOutcome> {
+    try {
+      return await this.runOnce(trigger);
+    } finally {
+      const next = this.queued;
+      this.queued = undefined;
+      if (next) {
+        this.running = this.runAndDrain([...next.triggers].join('+'));
+        void this.running.then(next.resolve);
+      } else this.running = undefined;
+    }
+  }
+
+  /** Renders now and, with `forceReload`, hands the current files to the reload queue even if unchanged. */
+  async syncNow(opts: { forceReload?: boolean } = {}): Promise<SyncOutcome> {
+    const outcome = await this.request('manual');
+    if (opts.forceReload && outcome.status === 'unchanged' && this.last && this.opts.reload) {
+      const { result } = outcome;
+      const revision = this.last.revision ?? (await this.latestRevision())?.revision ?? 0;
+      this.handToReload(this.reloadRequest(revision, this.last, [], result));
+    }
+    return outcome;
+  }
+
+  private handToReload(req: ReloadRequest): void {
+    if (!this.opts.reload) return;
+    try {
+      this.opts.reload(req);
+    } catch (err) {
+      this.opts.log.error('the reload queue refused the new files', { revision: req.revision, err: this.mask((err as Error).message, req.env) });
+    }
+  }
+
+  /** From a follower: asks the leader, through the database, to render now. */
+  async forwardToLeader(): Promise<void> {
+    await this.opts.pool.query('SELECT pg_notify($1, $2)', [SYNC_CHANNEL, JSON.stringify({ table: 'manual', op: 'sync', id: this.opts.instanceId })]);
+  }
+
+  private async base(): Promise<BaseConfig> {
+    const file = this.opts.baseConfig;
+    if (!file) return {};
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      throw new BaseConfigError(file, undefined, `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    if (this.baseCache?.text === text) return this.baseCache.parsed;
+    const parsed = parseBaseConfig(text, file);
+    this.baseCache = { text, parsed };
+    return parsed;
+  }
+
+  private mask(text: string, env?: Record<string, string>): string {
+    return maskValues(this.opts.secrets.mask(text), env ? Object.values(env) : []);
+  }
+
+  private async renderCurrent(): Promise<{ state: DesiredState; rendered: Rendered }> {
+    let state: DesiredState;
+    try {
+      state = await withRetry(() => this.opts.loadState());
+    } catch (err) {
+      throw new StageError('state', `reading the desired state failed: ${(err as Error).message}`);
+    }
+    let base: BaseConfig;
+    try {
+      base = await this.base();
+    } catch (err) {
+      throw new StageError('base_config', (err as Error).message);
+    }
+    try {
+      return { state, rendered: render(state, base, { modelsInConfig: this.opts.modelsInConfig }) };
+    } catch (err) {
+      throw new StageError('render', `rendering failed: ${(err as Error).message}`);
+    }
+  }
+
+  private async runOnce(trigger: string): Promise<SyncOutcome> {
+    if (!this.isLeader()) return { status: 'skipped', reason: 'this instance does not lead' };
+    const t0 = performance.now();
+    let env: Record<string, string> | undefined;
+    try {
+      const { state, rendered } = await this.renderCurrent();
+      env = rendered.env;
+      const wanted: Record<string, string> = { [CONFIG_FILE]: rendered.configYaml, [ENV_FILE]: rendered.envFile };
+      const wantedSha: Record<string, string> = { [CONFIG_FILE]: rendered.configSha256, [ENV_FILE]: rendered.envSha256 };
+
+      const drift: string[] = [];
+      const changedFiles: string[] = [];
+      const onDisk = await Promise.all(FILES.map((name) => this.writer.read(name)));
+      for (const [n, name] of FILES.entries()) {
+        const bytes = onDisk[n];
+        const diskSha = bytes ? sha256(bytes.toString('utf8')) : null;
+        const known = this.known.get(name);
+        if (known && !known.has(diskSha)) drift.push(name);
+        if (diskSha !== wantedSha[name]) changedFiles.push(name);
+      }
+      if (drift.length) this.opts.log.warn('rendered files differ from what keyplane wrote (edited by hand, or deleted); rewriting them', { files: drift });
+
+      let revision: number | null = null;
+      let changedKeys: string[] = [];
+      if (changedFiles.length) {
+        await this.checkAndWrite(rendered, changedFiles, wanted);
+        ({ revision, changedKeys } = await this.record(rendered, changedFiles, trigger));
+      }
+      for (const name of FILES) this.known.set(name, new Set([wantedSha[name]!]));
+
+      const result: RenderResult = {
+        trigger,
+        changed: changedFiles.length > 0,
+        changedFiles,
+        revision,
+        configSha256: rendered.configSha256,
+        envSha256: rendered.envSha256,
+        changedKeys,
+        drift,
+        deployments: rendered.deployments,
+        skipped: rendered.skipped,
+        warnings: rendered.warnings,
+        durationMs: performance.now() - t0,
+      };
+      this.last = { state, rendered, revision: revision ?? this.last?.revision ?? null };
+      // Unrecorded, the change still goes to reload, under the last number (the queue drops only older ones).
+      if (changedFiles.length) this.handToReload(this.reloadRequest(this.last.revision ?? 0, this.last, changedFiles, result));
+      await this.saveStatus(result.changed ? 'changed' : 'unchanged', trigger, null, result);
+      this.metrics?.renders.inc({ status: result.changed ? 'changed' : 'unchanged' });
+      this.metrics?.duration.observe(result.durationMs / 1000);
+      this.metrics?.skipped.set(result.skipped.length);
+      if (revision !== null) this.metrics?.revision.set(revision);
+      if (result.changed) this.opts.log.info('rendered and wrote LiteLLM files', { revision, files: changedFiles, changed_keys: changedKeys, trigger, ms: Math.round(result.durationMs) });
+      this.opts.events.emit('render:done', result);
+      return { status: result.changed ? 'changed' : 'unchanged', result };
+    } catch (err) {
+      if (err instanceof LostLead) {
+        this.opts.log.warn('lost the lead during a render; the new leader writes the files', { trigger });
+        return { status: 'skipped', reason: 'this instance lost the lead before the swap' };
+      }
+      const e = err instanceof StageError ? err : new StageError('write', (err as Error).message);
+      const failure: RenderFailure = {
+        trigger,
+        stage: e.stage,
+        message: this.mask(e.message, env),
+        ...(e.stderrTail !== undefined ? { stderrTail: this.mask(e.stderrTail, env) } : {}),
+        at: new Date().toISOString(),
+      };
+      const transient = e.stage === 'state';
+      this.opts.log[transient ? 'warn' : 'error']('render failed; the live files are unchanged', {
+        stage: failure.stage,
+        error: failure.message,
+        trigger,
+        ...(failure.stderrTail ? { stderr_tail: failure.stderrTail } : {}),
+      });
+      await this.saveStatus('failed', trigger, failure, undefined);
+      this.metrics?.renders.inc({ status: 'failed' });
+      this.opts.events.emit('render:failed', failure);
+      return { status: 'failed', failure };
+    }
+  }
+
+  /** Validates, stages, runs the check command, then swaps the changed files in; nothing is swapped on a failure. */
+  private async checkAndWrite(rendered: Rendered, changedFiles: string[], wanted: Record<string, string>): Promise<void> {
+    // An unchanged config.yaml passed this check when it was written; parsing it again only adds latency.
+    const valid = validateStaged(changedFiles.includes(CONFIG_FILE) ? rendered.configYaml : undefined, rendered.envFile, rendered.env);
+    if (!valid.ok) throw new StageError('check', valid.message);
+    const staged: StagedFile[] = [];
+    try {
+      for (const name of changedFiles) staged.push(await this.writer.stage(name, wanted[name]!, FILE_MODES[name]!));
+    } catch (err) {
+      await this.writer.discard(staged);
+      throw new StageError('write', `staging the files failed: ${(err as Error).message}`);
+    }
+    if (this.opts.checkCommand) {
+      const at = (name: string) => staged.find((s) => s.name === name)?.tempPath ?? this.writer.path(name);
+      const checked: CheckResult = await runCheckCommand(
+        this.opts.checkCommand,
+        { configPath: at(CONFIG_FILE), envPath: at(ENV_FILE), outputDir: this.opts.outputDir },
+        { timeoutMs: this.opts.checkTimeoutMs ?? 30_000, mask: (s) => this.mask(s, rendered.env) },
+      );
+      if (!checked.ok) {
+        await this.writer.discard(staged);
+        throw new StageError('check', checked.message, checked.stderrTail);
+      }
+    }
+    // The lead can be lost while the check ran; a follower must not touch the files.
+    if (!this.isLeader()) {
+      await this.writer.discard(staged);
+      throw new LostLead();
+    }
+    try {
+      await this.writer.commit(staged);
+    } catch (err) {
+      throw new StageError('write', `writing the files failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Records the revision and names the keys that changed since the previous one, in one statement. */
+  private async record(rendered: Rendered, changedFiles: string[], trigger: string): Promise<{ revision: number | null; changedKeys: string[] }> {
+    try {
+      const { rows } = await withRetry(() =>
+        this.opts.pool.query<{ revision: number; changed_keys: string[] }>(
+          `WITH prev AS (SELECT coalesce((SELECT keys FROM sync_revisions ORDER BY revision DESC LIMIT 1), '{}'::jsonb) AS keys)
+           INSERT INTO sync_revisions (config_sha256, env_sha256, changed_files, trigger, changed_keys, keys, skipped, instance_id)
+           SELECT $1, $2, $3, $4,
+             ARRAY(SELECT k FROM (SELECT jsonb_object_keys($5::jsonb) AS k UNION SELECT jsonb_object_keys(prev.keys)) ks
+                   WHERE ($5::jsonb -> k) IS DISTINCT FROM (prev.keys -> k) ORDER BY k),
+             $5::jsonb, $6::jsonb, $7
+           FROM prev
+           RETURNING revision, changed_keys`,
+          [rendered.configSha256, rendered.envSha256, changedFiles, trigger, JSON.stringify(rendered.keys), JSON.stringify(rendered.skipped), this.opts.instanceId],
+        ),
+      );
+      return { revision: rows[0]!.revision, changedKeys: rows[0]!.changed_keys };
+    } catch (err) {
+      // The files are already in place; LiteLLM must still get them.
+      this.opts.log.warn('the files were written but the revision could not be recorded', { err: (err as Error).message });
+      return { revision: null, changedKeys: [] };
+    }
+  }
+
+  private reloadRequest(revision: number, last: LastRender, changedFiles: string[], result: RenderResult): ReloadRequest {
+    const shas: Record<string, string> = { [CONFIG_FILE]: result.configSha256, [ENV_FILE]: result.envSha256 };
+    return {
+      revision,
+      outputDir: this.opts.outputDir,
+      configPath: this.writer.path(CONFIG_FILE),
+      envPath: this.writer.path(ENV_FILE),
+      env: { ...last.rendered.env },
+      state: last.state,
+      restorePrevious: async () => {
+        let all = changedFiles.length > 0;
+        for (const name of changedFiles) {
+          const restored = await this.writer.restore(name, shas[name]);
+          all &&= restored;
+          if (restored) {
+            const now = await this.writer.read(name);
+            this.known.get(name)?.add(now ? sha256(now.toString('utf8')) : null);
+          }
+        }
+        this.opts.log.warn('put the previous LiteLLM files back after a failed reload', { revision, files: changedFiles, complete: all });
+        return all;
+      },
+    };
+  }
+
+  private async saveStatus(status: 'changed' | 'unchanged' | 'failed', trigger: string, failure: RenderFailure | null, result: RenderResult | undefined): Promise<void> {
+    try {
+      await this.opts.pool.query(
+        `UPDATE sync_state SET last_attempt_at = now(), last_status = $1, last_trigger = $2, last_error = $3::jsonb,
+           last_duration_ms = $4, skipped = coalesce($5::jsonb, skipped), warnings = coalesce($6::jsonb, warnings), updated_at = now()
+         WHERE id = 1`,
+        [
+          status,
+          trigger,
+          failure ? JSON.stringify(failure) : null,
+          result?.durationMs ?? null,
+          result ? JSON.stringify(result.skipped) : null,
+          result ? JSON.stringify(result.warnings) : null,
+        ],
+      );
+    } catch (err) {
+      this.opts.log.warn('could not record the sync status', { err: (err as Error).message });
+    }
+  }
+
+  async latestRevision(): Promise<RevisionView | undefined> {
+    const { rows } = await this.opts.pool.query(`SELECT ${REVISION_COLUMNS} FROM sync_revisions ORDER BY revision DESC LIMIT 1`);
+    return rows[0] ? revisionView(rows[0]) : undefined;
+  }
+
+  async revisions(q: { limit: number; before?: number }): Promise<RevisionView[]> {
+    const { rows } = await this.opts.pool.query(
+      `SELECT ${REVISION_COLUMNS} FROM sync_revisions WHERE ($1::bigint IS NULL OR revision < $1) ORDER BY revision DESC LIMIT $2`,
+      [q.before ?? null, q.limit],
+    );
+    return rows.map(revisionView);
+  }
+
+  /** The sync status: revision, hashes on disk, who leads, the last render and reload, what is pending. */
+  async status(): Promise<Record<string, unknown>> {
+    const [leader, revision, stateRow, lastReload] = await Promise.all([
+      readLeader(this.opts.pool),
+      this.latestRevision(),
+      this.opts.pool.query('SELECT last_attempt_at, last_status, last_trigger, last_error, last_duration_ms, skipped, warnings FROM sync_state WHERE id = 1'),
+      Promise.resolve()
+        .then(() => this.opts.reloadStatus?.())
+        .catch((err: Error) => ({ error: this.mask(err.message) })),
+    ]);
+    const files: Record<string, unknown> = {};
+    for (const name of FILES) {
+      const bytes = await this.writer.read(name);
+      files[name] = { path: this.writer.path(name), exists: bytes !== null, sha256: bytes ? sha256(bytes.toString('utf8')) : null };
+    }
+    const s = stateRow.rows[0] ?? {};
+    const pending = this.quiescence.pending;
+    return {
+      instance: this.opts.instanceId,
+      leader: leaderView(leader, this.opts.instanceId, this.isLeader()),
+      revision: revision ?? null,
+      files,
+      last_render: s.last_status
+        ? {
+            status: s.last_status,
+            trigger: s.last_trigger,
+            at: (s.last_attempt_at as Date).toISOString(),
+            duration_ms: s.last_duration_ms === null ? null : Math.round(Number(s.last_duration_ms) * 10) / 10,
+            error: s.last_error ?? null,
+          }
+        : null,
+      skipped: s.skipped ?? [],
+      warnings: s.warnings ?? [],
+      pending: { changes: pending.count, since: pending.since ? new Date(pending.since).toISOString() : null, rendering: this.running !== undefined },
+      last_reload: lastReload ?? null,
+    };
+  }
+
+  /** What a render would write now, secrets masked, with a diff against the files on disk. Writes nothing. */
+  async preview(): Promise<SyncPreview> {
+    let current: { state: DesiredState; rendered: Rendered };
+    try {
+      current = await this.renderCurrent();
+    } catch (err) {
+      throw err instanceof StageError ? new Error(this.mask(err.message)) : err;
+    }
+    const { rendered } = current;
+    const secrets = [...Object.values(rendered.env)];
+    const maskFile = (name: string, text: string) => (name === ENV_FILE ? maskEnvText(text) : maskConfigText(this.opts.secrets.mask(text), secrets));
+    const changed: Record<string, boolean> = {};
+    const diff: Record<string, string> = {};
+    const wanted: Record<string, string> = { [CONFIG_FILE]: rendered.configYaml, [ENV_FILE]: rendered.envFile };
+    for (const name of FILES) {
+      const onDisk = (await this.writer.read(name))?.toString('utf8') ?? '';
+      changed[name] = onDisk !== wanted[name];
+      diff[name] = changed[name] ? lineDiff(maskFile(name, onDisk), maskFile(name, wanted[name]!)) : '';
+    }
+    return {
+      changed,
+      config_sha256: rendered.configSha256,
+      env_sha256: rendered.envSha256,
+      config: maskFile(CONFIG_FILE, rendered.configYaml),
+      env: maskFile(ENV_FILE, rendered.envFile),
+      diff,
+      deployments: rendered.deployments,
+      skipped: rendered.skipped,
+      warnings: rendered.warnings,
+    };
+  }
+}
+
+function leaderView(leader: LeaderInfo, instance: string, leadsHere: boolean): Record<string, unknown> {
+  return {
+    instance: leader.instance ?? (leadsHere ? instance : null),
+    since: leader.since ? leader.since.toISOString() : null,
+    this_instance: leadsHere,
+  };
+}
+
+export interface RenderOnceDeps {
+  pool: Pool;
+  loadState: () => Promise<DesiredState>;
+  log: Logger;
+  secrets: SecretRegistry;
+  settings: Pick<Settings, 'outputDir' | 'baseConfig' | 'checkCommand' | 'reload' | 'instanceId' | 'reconcileIntervalMs' | 'syncWait'>;
+  reload?: (req: ReloadRequest) => void;
+}
+
+export type RenderOnceResult = { dryRun: true; preview: SyncPreview } | { dryRun: false; outcome: SyncOutcome };
+
+/** Thrown by `keyplane render` when a serving instance leads: two writers must never race. */
+export class LeaderBusyError extends Error {
+  constructor(leader: string | null) {
+    super(`instance ${leader ?? '(unknown)'} leads and renders; ask it with POST /api/v1/admin/sync, or use --dry-run`);
+    this.name = 'LeaderBusyError';
+  }
+}
+
+export function syncerOptions(settings: RenderOnceDeps['settings'], deps: Omit<SyncerOptions, 'outputDir' | 'baseConfig' | 'wait' | 'reconcileIntervalMs' | 'checkCommand' | 'modelsInConfig' | 'instanceId'>): SyncerOptions {
+  return {
+    ...deps,
+    outputDir: settings.outputDir,
+    baseConfig: settings.baseConfig,
+    wait: settings.syncWait,
+    reconcileIntervalMs: settings.reconcileIntervalMs,
+    checkCommand: settings.checkCommand,
+    modelsInConfig: settings.reload !== 'litellm-api',
+    instanceId: settings.instanceId,
+  };
+}
+
+/**
+ * `keyplane render [--dry-run]`: with dry run, what would be written (masked) and the diff; else
+ * one render, as the leader would do it, while holding the leader lock (refused when an instance
+ * already leads).
+ */
+export async function renderOnce(deps: RenderOnceDeps, opts: { dryRun: boolean }): Promise<RenderOnceResult> {
+  const syncer = new Syncer(
+    syncerOptions(deps.settings, { pool: deps.pool, loadState: deps.loadState, log: deps.log, secrets: deps.secrets, events: new SafeEmitter<SyncEvents>(), reload: deps.reload }),
+  );
+  // A dry run touches nothing on disk, not even a missing output directory.
+  if (opts.dryRun) return { dryRun: true, preview: await syncer.preview() };
+  await syncer.prepare();
+  const conn = await deps.pool.connect();
+  try {
+    const { rows } = await conn.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [SYNC_LEADER_LOCK]);
+    if (!rows[0]?.ok) throw new LeaderBusyError((await readLeader(deps.pool)).instance);
+    try {
+      return { dryRun: false, outcome: await syncer.request('cli') };
+    } finally {
+      await conn.query('SELECT pg_advisory_unlock($1)', [SYNC_LEADER_LOCK]);
+    }
+  } finally {
+    conn.release();
+  }
+}

@@ -1,0 +1,136 @@
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import type { PlatformKeysService } from '../src/features/platform-keys/platform-keys-service';
+import { leaderAppName } from '../src/sync/leader';
+import { watcherAppName } from '../src/sync/sync-runtime';
+import { createTestDatabase, terminateBackends, type TestDatabase } from './helpers/db';
+import { captureLog, envLine, keyService, keyValue, syncInstance, TEST_CTX, waitForFile, type SyncInstance } from './helpers/sync';
+
+describe('sync across lost connections and instances', () => {
+  let db: TestDatabase;
+  let keys: PlatformKeysService;
+  const logs = captureLog();
+  const instances: SyncInstance[] = [];
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    keys = keyService(db.pool, logs.secrets);
+    await keys.put('openai', { api_key: keyValue() }, TEST_CTX);
+    await db.pool.query(`INSERT INTO models (id, model_name, provider, model) VALUES (gen_random_uuid(), 'gpt-4o', 'openai', 'gpt-4o')`);
+  });
+  afterEach(async () => {
+    for (const i of instances.splice(0).reverse()) {
+      await i.runtime.stop();
+      rmSync(i.dir, { recursive: true, force: true });
+    }
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  async function start(instanceId: string): Promise<SyncInstance> {
+    const i = syncInstance(db.url, db.pool, keys, { logs, instanceId });
+    instances.push(i);
+    await i.runtime.start();
+    return i;
+  }
+
+  it('a change committed while the LISTEN session is being killed still reaches the files (resync on reconnect)', async () => {
+    const a = await start('listen-a');
+    const config = path.join(a.dir, 'config.yaml');
+    expect(readFileSync(config, 'utf8')).toContain('model: openai/gpt-4o');
+    const reconnected = a.events.waitFor('watcher:connected', (e) => e.reconnect);
+    const resynced = a.events.waitFor('render:done', (r) => r.trigger.includes('reconnect'));
+    // Kill the LISTEN session and disable the provider in one transaction: the NOTIFY goes out
+    // at commit, when that session is already gone, so only the resync can catch the change.
+    const c = await db.pool.connect();
+    try {
+      await c.query('BEGIN');
+      await c.query(`UPDATE providers SET enabled = false WHERE slug = 'openai'`);
+      const { rows } = await c.query(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`, [
+        watcherAppName('listen-a'),
+      ]);
+      expect(rows[0].n).toBe(1);
+      await c.query('COMMIT');
+    } finally {
+      c.release();
+    }
+    await reconnected;
+    await resynced;
+    await waitForFile(config, (t) => !t.includes('model: openai/gpt-4o'));
+    expect((await a.runtime.syncer.status()).skipped).toEqual([expect.objectContaining({ provider: 'openai', reason: 'provider_disabled' })]);
+    await db.pool.query(`UPDATE providers SET enabled = true WHERE slug = 'openai'`);
+    await waitForFile(config, (t) => t.includes('model: openai/gpt-4o'));
+  });
+
+  it('the LISTEN connection killed while a key changes: the env file still follows, and LISTEN works again after', async () => {
+    const a = await start('listen-b');
+    const env = path.join(a.dir, 'litellm.env');
+    const value = keyValue('sk-during-kill');
+    const reconnected = a.events.waitFor('watcher:connected', (e) => e.reconnect);
+    const [killed] = await Promise.all([terminateBackends(db.name, watcherAppName('listen-b')), keys.put('openai', { api_key: value }, TEST_CTX)]);
+    expect(killed).toBe(1);
+    await waitForFile(env, (t) => envLine(t, 'OPENAI_API_KEY') === value);
+    await reconnected;
+    const next = keyValue('sk-after-kill');
+    // Render events fire after the write, so the file read in the match is the one that render wrote.
+    const notified = a.events.waitFor('render:done', (r) => r.trigger === 'notify' && envLine(readFileSync(env, 'utf8'), 'OPENAI_API_KEY') === next);
+    await keys.put('openai', { api_key: next }, TEST_CTX);
+    await notified;
+    expect(logs.text()).toContain('LISTEN connection lost; reconnecting');
+  });
+
+  it('two instances: exactly one renders; when its session dies the other takes over within seconds', async () => {
+    const a = await start('inst-a');
+    const b = await start('inst-b');
+    expect(a.runtime.leader.isLeader).toBe(true);
+    expect(b.runtime.leader.isLeader).toBe(false);
+    expect(existsSync(path.join(a.dir, 'litellm.env'))).toBe(true);
+    expect(existsSync(path.join(b.dir, 'litellm.env'))).toBe(false);
+    expect((await b.runtime.syncer.status()).leader).toEqual({ instance: 'inst-a', since: expect.any(String), this_instance: false });
+
+    const lost = a.events.waitFor('leader:lost');
+    const acquired = b.events.waitFor('leader:acquired', undefined, 5000);
+    const tookOver = b.events.waitFor('render:done', (r) => r.trigger === 'leader', 5000);
+    const t0 = Date.now();
+    expect(await terminateBackends(db.name, leaderAppName('inst-a'))).toBe(1);
+    expect(await lost).toEqual({ instance: 'inst-a', reason: expect.any(String) });
+    await acquired;
+    await tookOver;
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(a.runtime.leader.isLeader).toBe(false);
+    expect(existsSync(path.join(b.dir, 'litellm.env'))).toBe(true);
+
+    const value = keyValue('sk-after-failover');
+    const aEnvBefore = readFileSync(path.join(a.dir, 'litellm.env'), 'utf8');
+    await keys.put('openai', { api_key: value }, TEST_CTX);
+    await waitForFile(path.join(b.dir, 'litellm.env'), (t) => envLine(t, 'OPENAI_API_KEY') === value);
+    expect(readFileSync(path.join(a.dir, 'litellm.env'), 'utf8')).toBe(aEnvBefore);
+    expect((await a.runtime.syncer.status()).leader).toEqual({ instance: 'inst-b', since: expect.any(String), this_instance: false });
+    expect((await a.runtime.syncer.syncNow()).status).toBe('skipped');
+    expect(a.runtime.leader.isLeader).toBe(false);
+  });
+
+  it('a follower forwards a sync request to the leader through the database', async () => {
+    const a = await start('fwd-a');
+    const b = await start('fwd-b');
+    const rendered = a.events.waitFor('render:done', (r) => r.trigger === 'notify');
+    const seen = a.events.waitFor('watcher:notification', (n) => n.table === 'manual');
+    await b.runtime.syncer.forwardToLeader();
+    expect(await seen).toEqual({ table: 'manual', op: 'sync', id: 'fwd-b' });
+    await rendered;
+  });
+
+  it('a leader that stops hands over at once (it unlocks instead of dying)', async () => {
+    const a = await start('stop-a');
+    const b = await start('stop-b');
+    const acquired = b.events.waitFor('leader:acquired', undefined, 3000);
+    await a.runtime.stop();
+    instances.splice(instances.indexOf(a), 1);
+    rmSync(a.dir, { recursive: true, force: true });
+    await acquired;
+    const doc = YAML.parse(await waitForFile(path.join(b.dir, 'config.yaml'), () => true));
+    expect(doc.model_list).toHaveLength(1);
+  });
+});
