@@ -4,7 +4,7 @@ import { ConfigError, describeSettings, loadSettings, type Settings } from './co
 import { createLogger, SecretRegistry, type Logger } from './log';
 import { Keyring, MissingMasterKeyError } from './crypto/keyring';
 import { rewrapAll } from './crypto/secret-tables';
-import { createKeyplane, openStore, stopAll } from './main';
+import { createKeyplane, openStore, stopAll, type Keyplane } from './main';
 import { TokensStore } from './features/tokens/tokens-store';
 import type { Role } from './http/principal';
 import { importLitellm } from './import';
@@ -40,14 +40,16 @@ async function withStore<T>(settings: Settings, log: Logger, fn: (pool: Pool, ke
 }
 
 async function serve(settings: Settings): Promise<void> {
-  const kp = await createKeyplane(settings);
-  let stopping = false;
-  const shutdown = (signal: string) => {
+  // Signals are taken before start-up begins: a SIGTERM during start must still stop the embedded
+  // Postgres and everything else, not kill the process and orphan them.
+  let stopping: string | undefined;
+  let kp: Keyplane | undefined;
+  const shutdown = (signal: string): void => {
     if (stopping) return;
-    stopping = true;
+    stopping = signal;
+    setTimeout(() => process.exit(1), 30_000).unref();
+    if (!kp) return; // still starting: stopped as soon as the start finishes (or fails)
     kp.log.info('signal received, shutting down', { signal });
-    const force = setTimeout(() => process.exit(1), 30_000);
-    force.unref();
     kp.stop().then(
       () => process.exit(0),
       () => process.exit(1),
@@ -55,6 +57,12 @@ async function serve(settings: Settings): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  kp = await createKeyplane(settings);
+  if (stopping) {
+    const signal = stopping;
+    stopping = undefined;
+    shutdown(signal);
+  }
 }
 
 export async function run(argv: string[], out: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {
@@ -176,7 +184,7 @@ export function main(argv: string[] = process.argv.slice(2)): void {
       if (code >= 0) process.exit(code);
     },
     (err: unknown) => {
-      const e = err as Error;
+      const e = err instanceof Error ? err : new Error(String(err ?? 'start-up failed'));
       process.stderr.write(`keyplane: ${e.message}\n`);
       if (e instanceof UsageError) process.exit(2);
       if (e instanceof ConfigError || e instanceof MissingMasterKeyError) process.exit(78);

@@ -114,7 +114,9 @@ export function parseSyncWait(raw: string, env = 'KEYPLANE_SYNC_WAIT'): { minMs:
 }
 
 function cronExpr(raw: string, env: string): string {
-  if (!cron.validate(raw)) throw new ConfigError(env, `"${raw}" is not a cron expression`);
+  // `off`: no scheduled rounds (POST /api/v1/admin/llm/health/check still runs one).
+  if (raw === 'off') return raw;
+  if (!cron.validate(raw)) throw new ConfigError(env, `"${raw}" is not a cron expression (or off)`);
   return raw;
 }
 

@@ -26,13 +26,32 @@ import { ModelsService } from './features/models/models-service';
 import { registerModelRoutes } from './features/models/models-routes';
 import { registerRoutingRoutes } from './features/routing/routing-routes';
 import { registerByokRoutes } from './features/byok/byok-routes';
+import { SafeEmitter } from './events';
+import { LogAlerter, type Alerter } from './alerts/alerter';
+import { WebhookAlerter } from './alerts/webhook';
+import { ReloadQueue, type ReloadEvents } from './reload/reload-queue';
+import { createReloader } from './reload/reloader-factory';
+import { loadDesiredState } from './sync/desired-state';
+import type { SyncEvents } from './sync/sync-events';
+import { createSyncRuntime, type SyncRuntime } from './sync/sync-runtime';
+import { renderOnce } from './sync/syncer';
+import { registerSyncRoutes } from './features/sync/sync-routes';
+import { HealthStore } from './health/health-store';
+import { createKeyValidator } from './health/key-validator';
+import { Prober, displayUrl, type HealthEvents } from './health/prober';
+import { registerHealthRoutes } from './features/health/health-routes';
+
+export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents;
 
 export const VERSION: string = (require('../package.json') as { version: string }).version;
 
 export interface BuildOptions {
   /** Where log lines go (tests capture them); stdout/stderr by default. */
   logStream?: NodeJS.WritableStream;
-  /** Skip the HTTP listener (CLI commands that only need the store). */
+  /**
+   * false: only the store and services (CLI commands such as import and render): no HTTP listener,
+   * no sync loop, no reloads, no prober.
+   */
   listen?: boolean;
 }
 
@@ -50,6 +69,11 @@ export interface Keyplane {
   tokens: TokensStore;
   audit: AuditStore;
   routes: RouteTable;
+  events: SafeEmitter<KeyplaneEvents>;
+  sync?: SyncRuntime;
+  reloads?: ReloadQueue;
+  prober?: Prober;
+  health: HealthStore;
   server?: Server;
   app?: Express;
   /** `http://host:port` of the admin API when listening. */
@@ -62,7 +86,7 @@ export interface Keyplane {
 type Stopper = { name: string; stop: () => Promise<void> | void };
 
 /** Opens the database (embedded when no URL is set), migrates it and checks the keyring against it. */
-export async function openStore(settings: Settings, log: Logger, secrets: SecretRegistry, stoppers: Stopper[]): Promise<{ pool: Pool; keyring: Keyring }> {
+export async function openStore(settings: Settings, log: Logger, secrets: SecretRegistry, stoppers: Stopper[]): Promise<{ pool: Pool; keyring: Keyring; url: string }> {
   const keyring = resolveKeyring(settings, secrets, log.child({ component: 'keyring' }));
   let url = settings.databaseUrl;
   if (!url) {
@@ -75,7 +99,7 @@ export async function openStore(settings: Settings, log: Logger, secrets: Secret
   const applied = await migrate(pool);
   if (applied.length) log.info('migrations applied', { applied });
   await assertKeyringCovers(pool, keyring);
-  return { pool, keyring };
+  return { pool, keyring, url };
 }
 
 export async function stopAll(stoppers: Stopper[], log: Logger): Promise<void> {
@@ -95,22 +119,60 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
   const log = createLogger({ level: settings.logLevel, secrets, stream: opts.logStream });
   const stoppers: Stopper[] = [];
   try {
-    const { pool, keyring } = await openStore(settings, log, secrets, stoppers);
+    const { pool, keyring, url } = await openStore(settings, log, secrets, stoppers);
+    const runtime = opts.listen !== false;
     const fingerprints = await loadFingerprinter(pool, keyring);
     const metrics = createMetrics();
+    const events = new SafeEmitter<KeyplaneEvents>((err, event) => log.warn('event listener failed', { event, err }));
     const audit = new AuditStore(pool);
     const tokens = new TokensStore(pool);
-    let validator: KeyValidator | undefined;
-    const platformKeys = new PlatformKeysService(pool, keyring, fingerprints, (n, k) => (validator ? validator(n, k) : Promise.reject(new Error('no validator'))));
+    const health = new HealthStore(pool);
+    const validator = createKeyValidator({ store: health, log: log.child({ component: 'key-validator' }), timeoutMs: settings.healthTimeoutMs, secrets });
+    const platformKeys = new PlatformKeysService(pool, keyring, fingerprints, validator);
     const providers = new ProvidersService(pool);
     const models = new ModelsService(pool);
+    const loadState = () => loadDesiredState(pool, platformKeys);
     registerKeyGauge(metrics, pool);
+
+    const webhook = settings.alertWebhook
+      ? new WebhookAlerter({ url: settings.alertWebhook, instance: settings.instanceId, log: log.child({ component: 'alerts' }), secrets })
+      : undefined;
+    if (webhook) stoppers.push({ name: 'alerts', stop: () => webhook.stop() });
+    const alerter: Alerter = webhook ?? new LogAlerter(log.child({ component: 'alerts' }));
+
+    let reloads: ReloadQueue | undefined;
+    let sync: SyncRuntime | undefined;
+    let prober: Prober | undefined;
+    if (runtime) {
+      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets }), pool, log, alerter, emitter: events, secrets });
+      const queue = reloads;
+      stoppers.push({ name: 'reload-queue', stop: () => queue.stop() });
+      sync = createSyncRuntime(settings, {
+        pool,
+        connectionString: url,
+        loadState,
+        log,
+        secrets,
+        events,
+        reload: (req) => queue.submit(req),
+        reloadStatus: () => queue.status(),
+        registry: metrics.registry,
+      });
+      const leader = sync.leader;
+      prober = new Prober({ store: health, keys: platformKeys, log, settings, registry: metrics.registry, emitter: events, alerter, shouldRun: () => leader.isLeader });
+    }
 
     const routes = new RouteTable();
     registerPlatformKeyRoutes(routes, platformKeys);
+    // Before the providers' routes: /providers/health must not be taken for /providers/:slug.
+    if (prober) registerHealthRoutes(routes, { store: health, prober, litellmUrl: displayUrl(settings.litellmUrl) });
     registerProviderRoutes(routes, providers);
     registerModelRoutes(routes, models);
     registerRoutingRoutes(routes, pool);
+    if (sync) {
+      const leader = sync.leader;
+      registerSyncRoutes(routes, { syncer: sync.syncer, pool, isLeader: () => leader.isLeader });
+    }
     registerAuditRoutes(routes, audit);
     registerTokenRoutes(routes, tokens);
     registerByokRoutes(routes, { pool, keyring, fingerprints });
@@ -122,10 +184,11 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       tokens,
       maxFailures: settings.authMaxFailures,
     });
-    if (!settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
+    if (runtime && !settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
 
     const kp: Keyplane = {
-      settings, log, secrets, metrics, pool, keyring, platformKeys, providers, models, tokens, audit, routes,
+      settings, log, secrets, metrics, pool, keyring, platformKeys, providers, models, tokens, audit, routes, events, sync, reloads, prober, health,
+      renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings }, o),
       stop: async () => {
         log.info('stopping');
         await stopAll(stoppers, log);
@@ -156,6 +219,15 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       kp.app = app;
       kp.url = `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
       log.info('admin API listening', { url: kp.url, version: VERSION });
+    }
+    if (sync && prober) {
+      // Sync starts after the API listens (a first render can take a moment) and stops before it.
+      const s = sync;
+      const p = prober;
+      stoppers.push({ name: 'sync', stop: () => s.stop() });
+      await s.start();
+      if (settings.healthSchedule !== 'off') p.start();
+      stoppers.push({ name: 'prober', stop: () => p.stop() });
     }
     return kp;
   } catch (err) {

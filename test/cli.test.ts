@@ -28,7 +28,7 @@ interface Served {
 async function serve(env: Record<string, string>): Promise<Served> {
   const port = await freePort();
   const proc = spawn(process.execPath, [BIN, 'serve'], {
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', KEYPLANE_LISTEN: `127.0.0.1:${port}`, ...env },
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', KEYPLANE_LISTEN: `127.0.0.1:${port}`, KEYPLANE_HEALTH_SCHEDULE: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -63,7 +63,7 @@ describe('settings', () => {
   it.each([
     ['KEYPLANE_LISTEN', 'nowhere', /KEYPLANE_LISTEN: "nowhere" is not host:port/],
     ['KEYPLANE_RELOAD', 'magic', /KEYPLANE_RELOAD: "magic" is not one of none, command, docker, litellm-api/],
-    ['KEYPLANE_HEALTH_SCHEDULE', 'every day', /KEYPLANE_HEALTH_SCHEDULE: "every day" is not a cron expression/],
+    ['KEYPLANE_HEALTH_SCHEDULE', 'every day', /KEYPLANE_HEALTH_SCHEDULE: "every day" is not a cron expression \(or off\)/],
     ['KEYPLANE_DOCKER_MODE', 'reboot', /KEYPLANE_DOCKER_MODE/],
     ['KEYPLANE_LITELLM_URL', 'not a url', /KEYPLANE_LITELLM_URL: is not an http\(s\) URL/],
     ['KEYPLANE_ADMIN_TOKEN', 'short', /KEYPLANE_ADMIN_TOKEN: must be at least 16 characters/],

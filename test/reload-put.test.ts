@@ -1,11 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { AlertEvent } from '../src/alerts/alerter';
 import { startTestApp, type TestApp } from './helpers/app';
 import { connectDocker, ensureStandInImage, StandIns } from './helpers/docker';
 import { freePort } from './helpers/reload';
-import { wireSyncAndReload, type ReloadWiring } from './helpers/reload-app';
+import { reloadWiring } from './helpers/reload-app';
 
 jest.setTimeout(90_000);
 
@@ -16,20 +18,20 @@ function tempDir(): string {
   return d;
 }
 
-afterAll(() => {
+const closeAfter: Array<() => Promise<void>> = [];
+
+afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  for (const c of closeAfter) await c();
 });
 
 describe('a PUT through the admin API', () => {
   let app: TestApp | undefined;
-  let wiring: ReloadWiring | undefined;
   let standIns: StandIns | undefined;
 
   afterEach(async () => {
-    await wiring?.stop();
     await app?.close();
     await standIns?.removeAll();
-    wiring = undefined;
     app = undefined;
   });
 
@@ -40,11 +42,11 @@ describe('a PUT through the admin API', () => {
     const out = tempDir();
     const port = await freePort();
     const name = `kp-test-${standIns.runId}-put`;
+    const before = await standIns.run({ name, port, outDir: out });
     app = await startTestApp({
       env: { KEYPLANE_OUTPUT_DIR: out, KEYPLANE_RELOAD: 'docker', KEYPLANE_DOCKER_CONTAINERS: name, DOCKER_HOST: where },
     });
-    const before = await standIns.run({ name, port, outDir: out });
-    wiring = await wireSyncAndReload(app.kp);
+    const wiring = reloadWiring(app.kp);
     // The first render at start reloads too; wait for it so that the next reload is the PUT's.
     await wiring.queue.whenIdle();
 
@@ -65,11 +67,28 @@ describe('a PUT through the admin API', () => {
   it('keeps the API working without a Docker socket, and says why the reload failed', async () => {
     const out = tempDir();
     const sock = path.join(out, 'no-docker.sock');
-    app = await startTestApp({
-      env: { KEYPLANE_OUTPUT_DIR: path.join(out, 'litellm'), KEYPLANE_RELOAD: 'docker', KEYPLANE_DOCKER_CONTAINERS: 'litellm', DOCKER_HOST: `unix://${sock}` },
+    // The alert arrives at a webhook receiver on loopback, as it would at an operator's.
+    const alerts: AlertEvent[] = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        alerts.push(JSON.parse(body) as AlertEvent);
+        res.end();
+      });
     });
-    const alerts: Array<Omit<AlertEvent, 'at' | 'instance'>> = [];
-    wiring = await wireSyncAndReload(app.kp, { backoffMs: 5, alerter: { send: async (e) => void alerts.push(e) } });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    closeAfter.push(() => new Promise((r) => receiver.close(() => r())));
+    app = await startTestApp({
+      env: {
+        KEYPLANE_OUTPUT_DIR: path.join(out, 'litellm'),
+        KEYPLANE_RELOAD: 'docker',
+        KEYPLANE_DOCKER_CONTAINERS: 'litellm',
+        DOCKER_HOST: `unix://${sock}`,
+        KEYPLANE_ALERT_WEBHOOK: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/alerts`,
+      },
+    });
+    const wiring = reloadWiring(app.kp);
     await wiring.queue.whenIdle();
     const rendered = wiring.events.waitFor('render:done', (r) => r.changedKeys.includes('openrouter'), 30_000);
     await app.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: 'sk-or-v1-nodocker-0123456789' }).expect(200);

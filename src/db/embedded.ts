@@ -70,6 +70,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
     password = readFileSync(pwFile, 'utf8').trim();
   }
   const port = await freePort();
+  const recent: string[] = [];
   const pg = new Ctor({
     databaseDir: pgDir,
     port,
@@ -80,14 +81,25 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
     createPostgresUser: isRoot,
     initdbFlags: ['--encoding=UTF8'],
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
-    onLog: (m: string) => log.debug('postgres', { line: String(m).trim() }),
+    onLog: (m: string) => {
+      const line = String(m).trim();
+      recent.push(line);
+      if (recent.length > 20) recent.shift();
+      log.debug('postgres', { line });
+    },
     onError: (e: unknown) => log.warn('postgres error', { err: e }),
   });
   if (fresh) {
     log.info('initialising embedded Postgres', { dir: pgDir });
     await pg.initialise();
   }
-  await pg.start();
+  try {
+    await pg.start();
+  } catch (err) {
+    // The library rejects without a reason when Postgres exits during start; say what it printed.
+    const said = recent.filter((l) => /FATAL|ERROR|HINT|lock file/.test(l)).join(' | ');
+    throw new Error(`embedded Postgres in ${pgDir} did not start${err instanceof Error ? `: ${err.message}` : ''}${said ? `: ${said}` : ''}`);
+  }
   const url = `postgres://keyplane:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
   if (fresh && database !== 'postgres') await pg.createDatabase(database);
   log.info('embedded Postgres started', { dir: pgDir, port });

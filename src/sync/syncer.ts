@@ -129,6 +129,8 @@ export class Syncer {
   /** Per file, the hashes this process last put there (a render, or a rollback): anything else is a hand edit. */
   private readonly known = new Map<string, Set<string | null>>();
   private last: LastRender | undefined;
+  /** In litellm-api mode, what was last handed to reload: models live in LiteLLM's database, not in the files. */
+  private apiStateDigest: string | undefined;
   private readonly metrics?: { renders: client.Counter<string>; duration: client.Histogram<string>; revision: client.Gauge<string>; skipped: client.Gauge<string> };
 
   constructor(private readonly opts: SyncerOptions) {
@@ -331,8 +333,15 @@ export class Syncer {
         durationMs: performance.now() - t0,
       };
       this.last = { state, rendered, revision: revision ?? this.last?.revision ?? null };
+      // With models kept in LiteLLM's database (litellm-api), a model or provider change alters no
+      // file, so the state itself decides; the periodic reconcile also repairs drift inside LiteLLM.
+      const digest = this.opts.modelsInConfig ? undefined : managedStateDigest(state);
+      const apiDue = digest !== undefined && (digest !== this.apiStateDigest || trigger === 'reconcile');
       // Unrecorded, the change still goes to reload, under the last number (the queue drops only older ones).
-      if (changedFiles.length) this.handToReload(this.reloadRequest(this.last.revision ?? 0, this.last, changedFiles, result));
+      if (changedFiles.length || apiDue) {
+        this.apiStateDigest = digest;
+        this.handToReload(this.reloadRequest(this.last.revision ?? 0, this.last, changedFiles, result));
+      }
       await this.saveStatus(result.changed ? 'changed' : 'unchanged', trigger, null, result);
       this.metrics?.renders.inc({ status: result.changed ? 'changed' : 'unchanged' });
       this.metrics?.duration.observe(result.durationMs / 1000);
@@ -621,4 +630,15 @@ export async function renderOnce(deps: RenderOnceDeps, opts: { dryRun: boolean }
   } finally {
     conn.release();
   }
+}
+
+/** A digest of what the litellm-api reloader manages (fingerprints, never values). */
+export function managedStateDigest(state: DesiredState): string {
+  return sha256(
+    JSON.stringify({
+      keys: state.keys.map((k) => [k.name, k.envVar, k.fingerprint]),
+      providers: state.providers,
+      models: state.models,
+    }),
+  );
 }

@@ -26,6 +26,7 @@ export async function startBenchKeyplane(env: Record<string, string> = {}): Prom
     KEYPLANE_MASTER_KEY: Keyring.generateSpec('bench'),
     KEYPLANE_ADMIN_TOKEN: token,
     KEYPLANE_LOG_LEVEL: 'error',
+    KEYPLANE_HEALTH_SCHEDULE: 'off',
     ...(process.env.KEYPLANE_DATABASE_URL ? { KEYPLANE_DATABASE_URL: process.env.KEYPLANE_DATABASE_URL } : {}),
     ...env,
   });

@@ -10,7 +10,7 @@ import type { DockerMode } from '../../src/config';
 import { waitForLiveliness } from '../../src/reload/liveliness';
 import { connectDocker, ensureStandInImage, StandIns, STANDIN_IMAGE } from '../helpers/docker';
 import { freePort, RevisionFiles } from '../helpers/reload';
-import { wireSyncAndReload, type ReloadWiring } from '../helpers/reload-app';
+import { reloadWiring } from '../helpers/reload-app';
 import { startBenchKeyplane } from './bench-env';
 
 /**
@@ -144,6 +144,7 @@ async function fromSubmit(docker: Docker, standIns: StandIns, mode: DockerMode, 
 async function fromPut(standIns: StandIns, mode: DockerMode, dir: string, host: string): Promise<Series> {
   const port = await freePort();
   const name = `kp-bench-${standIns.runId}-put-${mode}`;
+  await standIns.run({ name, port, outDir: dir, cmd: mode === 'restart' ? READS_ENV_FILE : undefined });
   const bench = await startBenchKeyplane({
     KEYPLANE_OUTPUT_DIR: dir,
     KEYPLANE_RELOAD: 'docker',
@@ -152,16 +153,13 @@ async function fromPut(standIns: StandIns, mode: DockerMode, dir: string, host: 
     DOCKER_HOST: host,
   });
   const { kp } = bench;
-  let wiring: ReloadWiring | undefined;
   const headers = { authorization: `Bearer ${bench.token}`, 'content-type': 'application/json' };
   const put = async (key: string): Promise<void> => {
     const res = await fetch(`${kp.url!}/api/v1/admin/platform-keys/openrouter`, { method: 'PUT', headers, body: JSON.stringify({ api_key: key }) });
     if (res.status !== 200) throw new Error(`PUT answered ${res.status}: ${await res.text()}`);
   };
   try {
-    wiring = await wireSyncAndReload(kp);
-    const { queue } = wiring;
-    await standIns.run({ name, port, outDir: dir, cmd: mode === 'restart' ? READS_ENV_FILE : undefined });
+    const { queue } = reloadWiring(kp);
     // A first key, so that every measured rotation replaces one.
     const first = `sk-or-bench-put-initial-${randomBytes(4).toString('hex')}`;
     await put(first);
@@ -180,7 +178,6 @@ async function fromPut(standIns: StandIns, mode: DockerMode, dir: string, host: 
     }
     return { name: `keyplane ${mode}: PUT -> serving`, ms };
   } finally {
-    await wiring?.stop();
     await bench.close();
   }
 }

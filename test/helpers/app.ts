@@ -43,6 +43,8 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     KEYPLANE_MASTER_KEY: masterKey,
     KEYPLANE_ADMIN_TOKEN: adminToken,
     KEYPLANE_LOG_LEVEL: 'debug',
+    // Tests probe only their own fakes on 127.0.0.1, when they ask to; never the real providers.
+    KEYPLANE_HEALTH_SCHEDULE: 'off',
     ...opts.env,
   });
   const stream = new PassThrough();
