@@ -18,7 +18,7 @@ import { AuditStore } from './features/audit/audit-store';
 import { registerAuditRoutes } from './features/audit/audit-routes';
 import { TokensStore } from './features/tokens/tokens-store';
 import { registerTokenRoutes } from './features/tokens/tokens-routes';
-import { PlatformKeysService, type KeyValidator } from './features/platform-keys/platform-keys-service';
+import { PlatformKeysService } from './features/platform-keys/platform-keys-service';
 import { registerPlatformKeyRoutes } from './features/platform-keys/platform-keys-routes';
 import { ProvidersService } from './features/providers/providers-service';
 import { registerProviderRoutes } from './features/providers/providers-routes';

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -8,7 +10,6 @@ import { LitellmApiError, LitellmClient } from '../src/litellm/client';
 import { LitellmApiReloader } from '../src/reload/litellm-api';
 import type { ReloadRequest } from '../src/reload/reloader';
 import type { DesiredModel, DesiredState } from '../src/sync/desired-state';
-import { loadDesiredState } from '../src/sync/desired-state';
 import { FakeLitellm } from './helpers/fake-litellm';
 import { startTestApp, type TestApp } from './helpers/app';
 
@@ -410,45 +411,51 @@ describe('litellm-api reloader', () => {
   });
 });
 
-describe('litellm-api reloader with the desired state keyplane reads from its database', () => {
+describe('KEYPLANE_RELOAD=litellm-api: the running keyplane keeps LiteLLM\'s database in step', () => {
   let t: TestApp;
   let fake: FakeLitellm;
   const KEY1 = `sk-or-v1-${randomBytes(16).toString('hex')}`;
   const KEY2 = `sk-or-v1-${randomBytes(16).toString('hex')}`;
 
   beforeAll(async () => {
-    t = await startTestApp();
     fake = await FakeLitellm.start({ masterKey: MASTER });
+    t = await startTestApp({ env: { KEYPLANE_RELOAD: 'litellm-api', KEYPLANE_LITELLM_URL: fake.url, KEYPLANE_LITELLM_MASTER_KEY: MASTER } });
   });
   afterAll(async () => {
-    await fake.stop();
     await t.close();
+    await fake.stop();
   });
 
-  it('a PUT key reaches LiteLLM as a credential; a rotation PATCHes only it', async () => {
+  const reloaded = (check: () => boolean) => t.kp.events.waitFor('reload:done', () => check(), 15_000);
+
+  it('a PUT key becomes a credential, a new model (which changes no file) a DB model, a rotation one PATCH', async () => {
+    const credential = reloaded(() => fake.credentials.get('keyplane-openrouter')?.credential_values.api_key === KEY1);
     await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: KEY1 }).expect(200);
-    const created = await t.api().post('/api/v1/admin/models').send({ model_name: 'balanced', provider: 'openrouter', model: 'openai/gpt-4o-mini', rpm: 60 }).expect(201);
-    const reloader = new LitellmApiReloader({ url: fake.url, masterKey: MASTER, log: t.kp.log });
-    const reloadNow = async (revision: number) => reloader.reload(request(await loadDesiredState(t.kp.pool, t.kp.platformKeys), revision));
-
-    expect((await reloadNow(1)).status).toBe('ok');
+    await credential;
     expect(fake.credentials.get('keyplane-openrouter')!.credential_values).toEqual({ api_key: KEY1, api_base: 'https://openrouter.ai/api/v1' });
-    expect(fake.models.get(created.body.id)!.litellm_params).toMatchObject({
-      model: 'openrouter/openai/gpt-4o-mini',
-      rpm: 60,
-      litellm_credential_name: 'keyplane-openrouter',
-    });
 
-    await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: KEY2 }).expect(200);
+    let id = '';
+    const modelAdded = reloaded(() => fake.models.has(id));
+    const created = await t.api().post('/api/v1/admin/models').send({ model_name: 'balanced', provider: 'openrouter', model: 'openai/gpt-4o-mini', rpm: 60 }).expect(201);
+    id = created.body.id;
+    await modelAdded;
+    expect(fake.models.get(id)!.litellm_params).toMatchObject({ model: 'openrouter/openai/gpt-4o-mini', rpm: 60, litellm_credential_name: 'keyplane-openrouter' });
+    const config = readFileSync(path.join(t.settings.outputDir, 'config.yaml'), 'utf8');
+    expect(config).not.toContain('gpt-4o-mini');
+
+    await t.kp.reloads!.whenIdle();
     fake.clearRequests();
-    expect((await reloadNow(2)).status).toBe('ok');
+    const rotated = reloaded(() => fake.credentials.get('keyplane-openrouter')?.credential_values.api_key === KEY2);
+    await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: KEY2 }).expect(200);
+    await rotated;
     expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['PATCH /credentials/keyplane-openrouter']);
-    expect(fake.credentials.get('keyplane-openrouter')!.credential_values.api_key).toBe(KEY2);
     expect(fake.maskedEchoes).toBe(0);
 
-    fake.clearRequests();
-    expect((await reloadNow(3)).status).toBe('ok');
-    expect(fake.writes()).toEqual([]);
-    for (const s of [KEY1, KEY2, MASTER]) expect(t.logs()).not.toContain(s);
+    const status = await t.api().get('/api/v1/admin/sync').expect(200);
+    expect(status.body.last_reload).toMatchObject({ reloader: 'litellm-api', last: { status: 'ok' } });
+    for (const s of [KEY1, KEY2, MASTER]) {
+      expect(t.logs()).not.toContain(s);
+      expect(JSON.stringify(status.body)).not.toContain(s);
+    }
   });
 });

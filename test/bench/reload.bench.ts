@@ -109,7 +109,7 @@ async function baselines(docker: Docker, standIns: StandIns, dir: string): Promi
 }
 
 /** Rotations handed straight to the queue (files written by the test's writer). */
-async function fromSubmit(docker: Docker, standIns: StandIns, mode: DockerMode, dir: string, host: string): Promise<Series> {
+async function fromSubmit(standIns: StandIns, mode: DockerMode, dir: string, host: string): Promise<Series> {
   const files = await RevisionFiles.create(dir);
   const port = await freePort();
   const name = `kp-bench-${standIns.runId}-submit-${mode}`;
@@ -194,7 +194,7 @@ async function main(): Promise<void> {
     for (const mode of ['recreate', 'restart'] as const) {
       series.push(await fromPut(standIns, mode, sub(`put-${mode}`), where));
       await standIns.removeAll();
-      series.push(await fromSubmit(docker, standIns, mode, sub(`submit-${mode}`), where));
+      series.push(await fromSubmit(standIns, mode, sub(`submit-${mode}`), where));
       await standIns.removeAll();
     }
     const byName = new Map(series.map((s) => [s.name, median(s.ms)]));
