@@ -1,10 +1,11 @@
 import type { Pool, PoolClient } from '../../db/pool';
-import { TransientConflict, withTransaction } from '../../db/pool';
+import { TransientConflict, withBatchedTransaction, withRetry, withTransaction } from '../../db/pool';
 import { type Fingerprinter, type Keyring, last4, maskKey } from '../../crypto/keyring';
 import { platformKeyRef } from '../../crypto/secret-tables';
 import { Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed } from '../../http/errors';
 import type { RequestContext } from '../../http/principal';
-import { appendAudit } from '../audit/audit-store';
+import { appendAudit, auditStatement } from '../audit/audit-store';
+import { KeyedMutex } from '../../keyed-mutex';
 import { PlatformKeysStore, type KeyRow, type VersionRow } from './platform-keys-store';
 
 export interface PlatformKeyView {
@@ -64,6 +65,9 @@ export function toView(r: KeyRow): PlatformKeyView {
 
 export class PlatformKeysService {
   readonly store: PlatformKeysStore;
+  private readonly writers = new KeyedMutex();
+  /** The head version this instance last wrote, per key (see rotateFast). */
+  private readonly heads = new Map<string, { version: number; envVar: string }>();
 
   constructor(
     private readonly pool: Pool,
@@ -103,16 +107,53 @@ export class PlatformKeysService {
   async put(name: string, input: PutKeyInput, ctx: RequestContext, ifMatch?: number): Promise<PlatformKeyView> {
     if (input.validate) await this.validateKey(name, input.api_key);
     const expiresAt = input.expires_at ? new Date(input.expires_at) : null;
-    return this.writeVersion(name, ctx, ifMatch, 'platform_key.put', async () => ({ value: input.api_key, expiresAt, envVar: input.env_var }));
+    return this.writers.run(
+      name,
+      async () =>
+        (await this.rotateFast(name, input, expiresAt, ctx, ifMatch)) ??
+        this.writeVersion(name, ctx, ifMatch, 'platform_key.put', async () => ({ value: input.api_key, expiresAt, envVar: input.env_var })),
+    );
+  }
+
+  /**
+   * The common case, a rotation of a key this instance wrote before: one statement, no explicit
+   * transaction, from the head version remembered here (the per-key mutex keeps it exact within this
+   * instance). Anything else, or a head another instance moved meanwhile, takes the locked path.
+   */
+  private async rotateFast(name: string, input: PutKeyInput, expiresAt: Date | null, ctx: RequestContext, ifMatch: number | undefined): Promise<PlatformKeyView | undefined> {
+    const head = this.heads.get(name);
+    if (!head || (ifMatch !== undefined && ifMatch !== head.version) || (input.env_var !== undefined && input.env_var !== head.envVar)) return undefined;
+    const version = head.version + 1;
+    const { jwe, kid } = await this.keyring.encrypt(input.api_key, platformKeyRef(name, version));
+    const fingerprint = this.fingerprints.of(input.api_key);
+    const row = await withRetry(() =>
+      this.store.rotate(
+        this.pool,
+        { name, envVar: head.envVar, version, prev: head.version, jwe, kid, fingerprint, last4: last4(input.api_key), expiresAt, createdBy: ctx.principal.actor },
+        { actor: ctx.principal.actor, action: 'platform_key.put', target: `platform_key/${name}`, version, requestId: ctx.requestId, details: { env_var: head.envVar, fingerprint, previous_version: head.version } },
+      ),
+    );
+    if (!row) {
+      this.heads.delete(name);
+      return undefined;
+    }
+    return this.remember(toView(row));
+  }
+
+  private remember(view: PlatformKeyView): PlatformKeyView {
+    this.heads.set(view.name, { version: view.version, envVar: view.env_var });
+    return view;
   }
 
   /** Writes the value of an earlier version as a new version: history is never rewritten. */
   async rollback(name: string, toVersion: number, ctx: RequestContext, ifMatch?: number): Promise<PlatformKeyView> {
-    return this.writeVersion(name, ctx, ifMatch, 'platform_key.rollback', async (c) => {
-      const old = await this.store.cipher(name, toVersion, c);
-      if (!old) throw new NotFound(`version ${toVersion} of platform key ${name}`);
-      return { value: await this.keyring.decrypt(old.jwe, platformKeyRef(name, toVersion)), expiresAt: old.expires_at, rolledBackTo: toVersion };
-    });
+    return this.writers.run(name, () =>
+      this.writeVersion(name, ctx, ifMatch, 'platform_key.rollback', async (c) => {
+        const old = await this.store.cipher(name, toVersion, c);
+        if (!old) throw new NotFound(`version ${toVersion} of platform key ${name}`);
+        return { value: await this.keyring.decrypt(old.jwe, platformKeyRef(name, toVersion)), expiresAt: old.expires_at, rolledBackTo: toVersion };
+      }),
+    );
   }
 
   async decrypted(name: string, ctx: RequestContext): Promise<{ api_key: string; source: 'database'; version: number; env_var: string }> {
@@ -134,6 +175,7 @@ export class PlatformKeysService {
   }
 
   async delete(name: string, ctx: RequestContext, ifMatch?: number): Promise<void> {
+    this.heads.delete(name);
     await withTransaction(this.pool, async (c) => {
       const head = await this.store.get(name, c, true);
       if (!head) throw new NotFound(`platform key ${name}`);
@@ -185,8 +227,9 @@ export class PlatformKeysService {
     action: string,
     source: (c: PoolClient) => Promise<{ value: string; expiresAt: Date | null; envVar?: string; rolledBackTo?: number }>,
   ): Promise<PlatformKeyView> {
-    return withTransaction(this.pool, async (c) => {
-      const head = await this.store.lockHead(c, name);
+    // Callers hold this key's mutex.
+    return withBatchedTransaction(this.pool, this.store.lockHeadStatement(name), async (c, locked, commit) => {
+      const head = locked.rows[0] as { env_var: string; current_version: number } | undefined;
       const current = head?.current_version ?? 0;
       if (ifMatch !== undefined && current !== ifMatch) {
         throw new PreconditionFailed(
@@ -204,12 +247,10 @@ export class PlatformKeysService {
       const version = current + 1;
       const { jwe, kid } = await this.keyring.encrypt(value, platformKeyRef(name, version));
       const fingerprint = this.fingerprints.of(value);
-      const row = await this.store.writeVersion(c, !head, {
+      const write = this.store.writeVersionStatement(!head, {
         name, envVar, version, jwe, kid, fingerprint, last4: last4(value), expiresAt, createdBy: ctx.principal.actor,
       });
-      // Created concurrently: run again from the top, now as an update of that key.
-      if (!row) throw new TransientConflict(`platform key ${name} was created concurrently`);
-      await appendAudit(c, {
+      const audit = auditStatement({
         actor: ctx.principal.actor,
         action,
         target: `platform_key/${name}`,
@@ -217,7 +258,16 @@ export class PlatformKeysService {
         requestId: ctx.requestId,
         details: { env_var: envVar, fingerprint, previous_version: head?.current_version ?? null, ...(rolledBackTo ? { rolled_back_to: rolledBackTo } : {}) },
       });
-      return toView(row);
+      if (head) {
+        // A rotation of an existing key, locked above, cannot miss: write, audit and commit in one round trip.
+        const [written] = await commit(write, audit);
+        return this.remember(toView(written!.rows[0] as KeyRow));
+      }
+      const created = (await c.query<KeyRow>(write)).rows[0];
+      // Created concurrently: run again from the top, now as an update of that key.
+      if (!created) throw new TransientConflict(`platform key ${name} was created concurrently`);
+      await c.query(audit);
+      return this.remember(toView(created));
     });
   }
 }

@@ -1,5 +1,6 @@
-import type { Pool, PoolClient } from '../../db/pool';
+import type { Pool, PoolClient, Statement } from '../../db/pool';
 import type { StoredJwe } from '../../crypto/keyring';
+import { auditCtes, type AuditEntry } from '../audit/audit-store';
 
 export interface KeyRow {
   name: string;
@@ -73,30 +74,50 @@ export class PlatformKeysStore {
     return rows;
   }
 
-  /** Locks the key's head row (alone: see get()) and returns it, or undefined for a new key. */
-  async lockHead(c: PoolClient, name: string): Promise<{ env_var: string; current_version: number } | undefined> {
-    const { rows } = await c.query<{ env_var: string; current_version: number }>('SELECT env_var, current_version FROM platform_keys WHERE name = $1 FOR UPDATE', [name]);
-    return rows[0];
+  /** Locks the key's head row (alone: see get()); no row for a new key. */
+  lockHeadStatement(name: string): Statement {
+    return { text: 'SELECT env_var, current_version FROM platform_keys WHERE name = $1 FOR UPDATE', values: [name] };
   }
 
   /**
    * Writes a new version and points the head at it, in one statement. For a new key the head is
-   * inserted; undefined means another transaction created the key first.
+   * inserted; no row back means another transaction created the key first.
    */
-  async writeVersion(
-    c: PoolClient,
+  writeVersionStatement(
     create: boolean,
     v: { name: string; envVar: string; version: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expiresAt: Date | null; createdBy: string },
-  ): Promise<KeyRow | undefined> {
+  ): Statement {
     const head = create
-      ? `INSERT INTO platform_keys (name, env_var, current_version, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING *`
-      : `UPDATE platform_keys SET env_var = $2, current_version = $3, expires_at = $4, updated_at = now() WHERE name = $1 RETURNING *`;
-    const { rows } = await c.query<KeyRow>(
-      `WITH h AS (${head}),
+      ? `INSERT INTO platform_keys (name, env_var, current_version, expires_at) VALUES ($1, $2, $3::int, $4::timestamptz) ON CONFLICT (name) DO NOTHING RETURNING *`
+      : `UPDATE platform_keys SET env_var = $2, current_version = $3::int, expires_at = $4::timestamptz, updated_at = now() WHERE name = $1 RETURNING *`;
+    return {
+      text: `WITH h AS (${head}),
             v AS (INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by)
-                  SELECT h.name, $3, $5, $6, $7, $8, $4, $9 FROM h RETURNING fingerprint, last4, kid)
+                  SELECT h.name, $3::int, $5::jsonb, $6, $7, $8, $4::timestamptz, $9 FROM h RETURNING fingerprint, last4, kid)
        SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, v.fingerprint, v.last4, v.kid FROM h, v`,
-      [v.name, v.envVar, v.version, v.expiresAt, v.jwe, v.kid, v.fingerprint, v.last4, v.createdBy],
+      values: [v.name, v.envVar, v.version, v.expiresAt, v.jwe, v.kid, v.fingerprint, v.last4, v.createdBy],
+    };
+  }
+
+  /**
+   * A rotation as one statement (so one round trip, atomic on its own): the new version, the head
+   * moved to it only if it is still at `prev`, and the audit row only if it was. No row back: the
+   * key is not at `prev` any more (another instance wrote it) or is gone.
+   */
+  async rotate(
+    pool: Pool,
+    v: { name: string; envVar: string; version: number; prev: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expiresAt: Date | null; createdBy: string },
+    audit: AuditEntry,
+  ): Promise<KeyRow | undefined> {
+    const a = auditCtes(audit, 11, 'EXISTS (SELECT 1 FROM h)');
+    const { rows } = await pool.query<KeyRow>(
+      `WITH h AS (UPDATE platform_keys SET current_version = $3::int, expires_at = $4::timestamptz, updated_at = now()
+                  WHERE name = $1 AND env_var = $2 AND current_version = $10::int RETURNING *),
+            v AS (INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by)
+                  SELECT h.name, $3::int, $5::jsonb, $6, $7, $8, $4::timestamptz, $9 FROM h RETURNING fingerprint, last4, kid),
+            ${a.ctes}
+       SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, v.fingerprint, v.last4, v.kid FROM h, v`,
+      [v.name, v.envVar, v.version, v.expiresAt, v.jwe, v.kid, v.fingerprint, v.last4, v.createdBy, v.prev, ...a.values],
     );
     return rows[0];
   }
