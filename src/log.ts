@@ -15,16 +15,19 @@ export class SecretRegistry {
   }
 
   mask(text: string): string {
-    let out = text;
-    for (const v of this.values) {
-      if (out.includes(v)) out = out.split(v).join('[REDACTED]');
-    }
-    return out;
+    return maskValues(text, this.values);
   }
 
   get size(): number {
     return this.values.size;
   }
+}
+
+/** Replaces every occurrence of each value of 8 or more characters (shorter ones would mask ordinary words). */
+export function maskValues(text: string, values: Iterable<string>, placeholder = '[REDACTED]'): string {
+  let out = text;
+  for (const v of values) if (v.length >= 8 && out.includes(v)) out = out.split(v).join(placeholder);
+  return out;
 }
 
 /** Field names whose values are secrets whatever they hold. `key_name`, `kid` and `env_var` are names, not secrets. */

@@ -31,7 +31,7 @@ describe('statements with their parameters written in', () => {
     await db.pool.query('CREATE TABLE t_batch (id int PRIMARY KEY)');
     await expect(
       withBatchedTransaction(db.pool, { text: 'INSERT INTO t_batch VALUES ($1) RETURNING id', values: [1] }, async (_c, first, commit) => {
-        expect(first.rows).toEqual([{ id: 1 }]);
+        expect(first!.rows).toEqual([{ id: 1 }]);
         await commit({ text: 'INSERT INTO t_batch VALUES ($1)', values: [2] }, { text: 'INSERT INTO t_batch VALUES ($1)', values: [2] });
       }),
     ).rejects.toThrow(/duplicate key/);

@@ -56,20 +56,7 @@ export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions = {}
 
 /** Runs `fn` in one transaction (retried as a whole when Postgres says so). */
 export function withTransaction<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>, opts: RetryOptions = {}): Promise<T> {
-  return withRetry(async () => {
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN');
-      const result = await fn(client);
-      await client.query('COMMIT');
-      return result;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
-  }, opts);
+  return withBatchedTransaction(pool, undefined, (client) => fn(client), opts);
 }
 
 /** A parameterised statement, as node-postgres takes it. */
@@ -103,21 +90,21 @@ type Commit = (...statements: Statement[]) => Promise<pg.QueryResult[]>;
  */
 export function withBatchedTransaction<T>(
   pool: Pool,
-  begin: Statement,
-  fn: (client: PoolClient, first: pg.QueryResult, commit: Commit) => Promise<T>,
+  begin: Statement | undefined,
+  fn: (client: PoolClient, first: pg.QueryResult | undefined, commit: Commit) => Promise<T>,
   opts: RetryOptions = {},
 ): Promise<T> {
   return withRetry(async () => {
     const client = await pool.connect();
     let committed = false;
     try {
-      const opened = (await client.query(`BEGIN; ${inline(client, begin)}`)) as unknown as pg.QueryResult[];
+      const opened = begin ? ((await client.query(`BEGIN; ${inline(client, begin)}`)) as unknown as pg.QueryResult[]) : [await client.query('BEGIN')];
       const commit: Commit = async (...statements) => {
         const results = (await client.query([...statements.map((s) => inline(client, s)), 'COMMIT'].join(';\n'))) as unknown as pg.QueryResult[] | pg.QueryResult;
         committed = true;
         return Array.isArray(results) ? results.slice(0, statements.length) : [];
       };
-      const result = await fn(client, opened[1]!, commit);
+      const result = await fn(client, opened[1], commit);
       if (!committed) await client.query('COMMIT');
       return result;
     } catch (err) {

@@ -1,4 +1,4 @@
-import type { SecretRegistry } from '../log';
+import { maskValues, type SecretRegistry } from '../log';
 
 /**
  * Masks every value of the rendered env file (and every value the keyring knows) in a text that
@@ -6,9 +6,5 @@ import type { SecretRegistry } from '../log';
  * the log redaction does, so that ordinary words are not masked.
  */
 export function maskSecrets(text: string, env: Record<string, string>, secrets?: SecretRegistry): string {
-  let out = secrets ? secrets.mask(text) : text;
-  for (const v of Object.values(env)) {
-    if (v.length >= 8 && out.includes(v)) out = out.split(v).join('[REDACTED]');
-  }
-  return out;
+  return maskValues(secrets ? secrets.mask(text) : text, Object.values(env));
 }

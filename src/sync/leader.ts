@@ -137,6 +137,11 @@ export class LeaderElector {
     client.on('error', (err) => this.lost(client, err.message));
     client.on('end', () => this.lost(client, 'connection ended'));
     await client.connect();
+    if (this.stopped) {
+      // Stopped while this connection was being made: nothing may outlive stop().
+      await client.end().catch(() => undefined);
+      throw new Error('stopped');
+    }
     this.client = client;
     return client;
   }

@@ -1,5 +1,5 @@
 import { last4, maskKey } from '../crypto/keyring';
-import { isSecretField } from '../log';
+import { isSecretField, maskValues as maskWith } from '../log';
 
 // A `key: value` line as the emitter writes it (plain or JSON-quoted key), optionally a list item.
 const KEY_LINE = /^(\s*(?:- )?)("(?:[^"\\]|\\.)*"|[^\s"#][^:]*?): (.+)$/;
@@ -14,11 +14,9 @@ function unquote(key: string): string {
   }
 }
 
-/** Replaces every occurrence of each value (8+ characters) in `text`. */
+/** Replaces every occurrence of each value (8+ characters) in `text`, as the API masks keys. */
 export function maskValues(text: string, values: Iterable<string>): string {
-  let out = text;
-  for (const v of values) if (v.length >= 8 && out.includes(v)) out = out.split(v).join('****');
-  return out;
+  return maskWith(text, values, '****');
 }
 
 /**

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -63,6 +64,9 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     api,
     async close() {
       await kp.stop();
+      // supertest's requests go through Node's keep-alive global agent; its idle sockets to the
+      // stopped server would otherwise hold the test process open for the agent's timeout.
+      http.globalAgent.destroy();
       if (!opts.db) await db.drop();
       rmSync(dir, { recursive: true, force: true });
     },

@@ -33,26 +33,18 @@ async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
 }
 
 /** A fresh database cloned from the migrated template, for one test file. */
-export async function createTestDatabase(): Promise<TestDatabase> {
-  const name = `kp_test_${randomBytes(6).toString('hex')}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`));
-  const url = withDatabase(adminUrl(), name);
-  const pool = createPool(url, { max: 10 });
-  return {
-    name,
-    url,
-    pool,
-    async drop() {
-      await pool.end().catch(() => undefined);
-      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
-    },
-  };
+export function createTestDatabase(): Promise<TestDatabase> {
+  return createDatabase('kp_test', `TEMPLATE ${TEMPLATE_DB}`);
 }
 
 /** An empty database (not migrated), for migrator tests. */
-export async function createEmptyDatabase(): Promise<TestDatabase> {
-  const name = `kp_empty_${randomBytes(6).toString('hex')}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name}`));
+export function createEmptyDatabase(): Promise<TestDatabase> {
+  return createDatabase('kp_empty', '');
+}
+
+async function createDatabase(prefix: string, options: string): Promise<TestDatabase> {
+  const name = `${prefix}_${randomBytes(6).toString('hex')}`;
+  await admin((c) => c.query(`CREATE DATABASE ${name} ${options}`));
   const url = withDatabase(adminUrl(), name);
   const pool = createPool(url, { max: 10 });
   return {

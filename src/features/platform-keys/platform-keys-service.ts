@@ -229,7 +229,7 @@ export class PlatformKeysService {
   ): Promise<PlatformKeyView> {
     // Callers hold this key's mutex.
     return withBatchedTransaction(this.pool, this.store.lockHeadStatement(name), async (c, locked, commit) => {
-      const head = locked.rows[0] as { env_var: string; current_version: number } | undefined;
+      const head = locked!.rows[0] as { env_var: string; current_version: number } | undefined;
       const current = head?.current_version ?? 0;
       if (ifMatch !== undefined && current !== ifMatch) {
         throw new PreconditionFailed(
