@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import cron, { type ScheduledTask } from 'node-cron';
 import client from 'prom-client';
@@ -202,6 +203,8 @@ export class Prober {
   private readonly expiryAlerted = new Set<string>();
 
   constructor(private readonly deps: ProberDeps) {
+    // Every probe in flight listens on this one signal (up to KEYPLANE_HEALTH_CONCURRENCY at once).
+    setMaxListeners(0, this.abort.signal);
     this.log = deps.log.child({ component: 'prober' });
     this.metrics = createMetrics(deps.registry);
     this.now = deps.now ?? (() => new Date());
