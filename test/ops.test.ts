@@ -61,6 +61,7 @@ describe('health, readiness, metrics, OpenAPI', () => {
   it('GET /readyz is 503 while the database is unreachable, 200 again after', async () => {
     const admin = new pg.Client({ connectionString: adminUrl() });
     await admin.connect();
+    const relistening = t.kp.events.waitFor('watcher:connected', (e) => e.reconnect, 30_000);
     try {
       await admin.query(`ALTER DATABASE ${t.db.name} ALLOW_CONNECTIONS false`);
       await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [t.db.name]);
@@ -72,6 +73,8 @@ describe('health, readiness, metrics, OpenAPI', () => {
       await admin.query(`ALTER DATABASE ${t.db.name} ALLOW_CONNECTIONS true`);
       await admin.end();
     }
+    // The LISTEN session was cut too; it comes back on its own (and the test ends only then).
+    await relistening;
     const deadline = Date.now() + 10_000;
     let status = 0;
     while (Date.now() < deadline && status !== 200) status = (await request(t.kp.url!).get('/readyz')).status;
