@@ -58,6 +58,26 @@ describe('providers, models and routing', () => {
       .expect(201);
   });
 
+  it('secrets are refused at any depth of litellm_params and model_info, and in URLs', async () => {
+    const res = await t
+      .api()
+      .post('/api/v1/admin/models')
+      .send({
+        model_name: 'm',
+        provider: 'groq',
+        model: 'x',
+        litellm_params: { extra_headers: { Authorization: 'Bearer sk-nested-secret-1234' }, vertex_credentials: { private_key: 'pem' } },
+        model_info: { notes: 'fine', api_key: 'sk-info-secret-99999' },
+      })
+      .expect(400);
+    const fields = res.body.errors.map((e: { field: string }) => e.field).sort();
+    expect(fields).toEqual(['litellm_params.extra_headers.Authorization', 'litellm_params.vertex_credentials', 'model_info.api_key']);
+    expect(JSON.stringify(res.body)).not.toMatch(/sk-nested-secret|sk-info-secret/);
+    const url = await t.api().put('/api/v1/admin/providers/withcreds').send({ kind: 'openai', api_base: 'https://user:hunter2@llm.example.com/v1' }).expect(400);
+    expect(url.body.errors).toEqual([{ field: 'api_base', rule: expect.stringMatching(/without user:password@/) }]);
+    await t.api().post('/api/v1/admin/models').send({ model_name: 'm', provider: 'groq', model: 'x', litellm_params: { api_key: 'os.environ/OTHER' } }).expect(400);
+  });
+
   it('models: create, read, replace, list by filter, delete', async () => {
     const c = await t.api().post('/api/v1/admin/models').send({ model_name: 'fast', provider: 'groq', model: 'llama-3.1-8b-instant', rpm: 100, tpm: 10000, model_info: { tier: 'cheap' } }).expect(201);
     expect(c.body).toMatchObject({ model_name: 'fast', provider: 'groq', rpm: 100, tpm: 10000, model_info: { tier: 'cheap' } });

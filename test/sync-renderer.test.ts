@@ -88,6 +88,16 @@ describe('renderer', () => {
     );
   });
 
+  it('drops a literal secret from model_info too (rows written around the API)', () => {
+    const s = state();
+    const m = s.models.find((x) => x.id === '00000000-0000-4000-8000-000000000001')!;
+    m.modelInfo = { tier: 'gold', nested: { client_secret: 'info-secret-never-rendered' } };
+    const r = render(s, base(), { modelsInConfig: true });
+    expect(r.configYaml).not.toContain('info-secret-never-rendered');
+    expect(r.configYaml).toContain('tier: gold');
+    expect(r.warnings).toContainEqual({ kind: 'secret_param_dropped', model_id: m.id, param: 'model_info.nested.client_secret' });
+  });
+
   it('renders api_base only where it differs from the kind default; the model wins over the provider', () => {
     const doc = YAML.parse(render(state(), base(), { modelsInConfig: true }).configYaml);
     const byModel = (model: string) => doc.model_list.find((m: { litellm_params: { model: string } }) => m.litellm_params.model === model)?.litellm_params;

@@ -15,11 +15,13 @@ const API_KEY = z
     .regex(API_KEY_RE, { error: 'must be printable ASCII without whitespace, quotes, backquote, backslash or $' });
 const HTTP_URL = z.string({ error: 'must be a string' }).max(2048, { error: 'must be at most 2048 characters' }).refine((v) => {
     try {
-      return /^https?:$/.test(new URL(v).protocol);
+      const u = new URL(v);
+      // Credentials inside a URL would be stored, rendered and shown in plain text.
+      return /^https?:$/.test(u.protocol) && !u.username && !u.password;
     } catch {
       return false;
     }
-  }, { error: 'must be an http(s) URL' });
+  }, { error: 'must be an http(s) URL without user:password@' });
 const TIMESTAMP = z.string({ error: 'must be an ISO 8601 timestamp' }).refine((v) => !Number.isNaN(Date.parse(v)) && /^\d{4}-\d{2}-\d{2}/.test(v), {
     error: 'must be an ISO 8601 timestamp',
   });

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { isSecretField, type Logger } from '../log';
+import type { Logger } from '../log';
+import { scrubSecrets } from '../secret-params';
 import type { DesiredState } from '../sync/desired-state';
 import { LitellmApiError, LitellmClient, displayUrl, type CredentialView, type ModelPatch, type ModelView, type NewCredential, type NewModel } from '../litellm/client';
 import type { Reloader, ReloadRequest, ReloadResult } from './reloader';
@@ -21,7 +22,6 @@ export const MANAGED_DESCRIPTION = 'managed by keyplane';
 const NO_DATABASE_HINT =
   'LiteLLM has no database, so its admin API cannot store credentials or models; use KEYPLANE_RELOAD=docker or KEYPLANE_RELOAD=command instead, or give LiteLLM a DATABASE_URL';
 
-const SECRET_SEGMENTS = new Set(['key', 'secret', 'token', 'password', 'passwd', 'credential', 'credentials', 'private']);
 
 type Digests = Record<string, string>;
 
@@ -281,13 +281,10 @@ export function desiredModels(state: DesiredState, credentials: Map<string, Desi
     if (apiBase) params.api_base = apiBase;
     if (m.rpm != null) params.rpm = m.rpm;
     if (m.tpm != null) params.tpm = m.tpm;
-    for (const [k, v] of Object.entries(m.litellmParams)) {
-      if (k in params) continue;
-      // A secret reaches LiteLLM only through a credential or an os.environ/ reference, never as a literal.
-      if (looksSecret(k) && !(typeof v === 'string' && v.startsWith('os.environ/'))) continue;
-      params[k] = v;
-    }
-    const info = { ...m.modelInfo };
+    // A secret reaches LiteLLM only through a credential or an os.environ/ reference, never as a literal.
+    const dropped: string[] = [];
+    for (const [k, v] of Object.entries(scrubSecrets(m.litellmParams, dropped) as Record<string, unknown>)) if (!(k in params)) params[k] = v;
+    const info = { ...(scrubSecrets(m.modelInfo, dropped) as Record<string, unknown>) };
     for (const k of ['id', 'keyplane_id', 'keyplane_digests']) delete info[k];
     const digests: Digests = { model_name: digest(m.modelName) };
     for (const [k, v] of Object.entries(params)) digests[`litellm_params.${k}`] = digest(v);
@@ -308,11 +305,6 @@ function newModelBody(m: DesiredLitellmModel): NewModel {
     // model_info.id becomes LiteLLM's model id, so a create that is retried cannot make a duplicate.
     model_info: { ...m.info, id: m.keyplaneId, keyplane_id: m.keyplaneId, keyplane_digests: m.digests },
   };
-}
-
-/** By keyplane's log rules or by LiteLLM's own (a name segment such as `secret` in `aws_secret_access_key`). */
-function looksSecret(name: string): boolean {
-  return isSecretField(name) || name.toLowerCase().split(/[_-]/).some((s) => SECRET_SEGMENTS.has(s));
 }
 
 function isManagedCredential(c: CredentialView): boolean {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { isSecretField } from '../log';
+import { scrubSecrets } from '../secret-params';
 import type { BaseConfig } from './base-config';
 import type { DesiredKey, DesiredModel, DesiredProvider, DesiredState } from './desired-state';
 import { emitYaml } from './yaml-emitter';
@@ -59,7 +59,6 @@ export const MASTER_KEY_ENV = 'LITELLM_MASTER_KEY';
 
 // The API already restricts values to this; a row written around the API must still not break the file.
 const SAFE_ENV_VALUE = /^[!#%&(-[\]-_a-~]+$/;
-const ENV_REF = /^os\.environ\/[A-Za-z_][A-Za-z0-9_]*$/;
 
 const CONFIG_HEADER =
   '# Rendered by keyplane: edits here are overwritten. Change the database, or KEYPLANE_BASE_CONFIG.\n' +
@@ -84,27 +83,6 @@ function asMap(v: unknown): Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 }
 
-// LiteLLM's credential parameters (api_key, aws_secret_access_key, aws_session_token, vertex_credentials, client_secret, ...).
-const SECRET_PARAM = /(key|secret|token|password|credentials?)(_id)?$/i;
-
-function isSecretParam(name: string, value: unknown): boolean {
-  if (!isSecretField(name) && !SECRET_PARAM.test(name)) return false;
-  return !(typeof value === 'string' && ENV_REF.test(value)) && typeof value !== 'number' && typeof value !== 'boolean' && value !== null;
-}
-
-/** Drops, at any depth (say `extra_headers.Authorization`), a secret-named field not given as a reference. */
-function scrub(value: unknown, at: string, dropped: string[]): unknown {
-  if (Array.isArray(value)) return value.map((v, i) => scrub(v, `${at}[${i}]`, dropped));
-  if (value === null || typeof value !== 'object') return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    const path = at ? `${at}.${k}` : k;
-    if (isSecretParam(k, v)) dropped.push(path);
-    else out[k] = scrub(v, path, dropped);
-  }
-  return out;
-}
-
 function apiBaseFor(model: DesiredModel, provider: DesiredProvider): string | undefined {
   if (model.apiBase) return model.apiBase;
   if (!provider.apiBase) return undefined;
@@ -121,11 +99,12 @@ function deployment(model: DesiredModel, provider: DesiredProvider, key: Desired
   if (model.tpm !== null) params.tpm = model.tpm;
   // A secret reaches LiteLLM only as a reference; a literal one is never written.
   const dropped: string[] = [];
-  const passthrough = scrub(canonical(model.litellmParams), '', dropped) as Record<string, unknown>;
-  for (const param of dropped) warnings.push({ kind: 'secret_param_dropped', model_id: model.id, param });
+  const passthrough = scrubSecrets(canonical(model.litellmParams), dropped) as Record<string, unknown>;
   for (const [k, v] of Object.entries(passthrough)) if (!(k in params)) params[k] = v;
   const entry: Record<string, unknown> = { model_name: model.modelName, litellm_params: params };
-  if (Object.keys(model.modelInfo ?? {}).length) entry.model_info = canonical(model.modelInfo);
+  const info = scrubSecrets(canonical(model.modelInfo ?? {}), dropped, 'model_info') as Record<string, unknown>;
+  if (Object.keys(info).length) entry.model_info = info;
+  for (const param of dropped) warnings.push({ kind: 'secret_param_dropped', model_id: model.id, param });
   return entry;
 }
 

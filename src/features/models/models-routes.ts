@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
 import { httpUrl, name, parse } from '../../http/validate';
+import { scrubSecrets } from '../../secret-params';
 import type { ModelsService } from './models-service';
 
 const base = '/api/v1/admin/models';
@@ -8,8 +9,6 @@ const modelName = () => z.string({ error: 'is required and must be a string' }).
 const limit = () => z.number({ error: 'must be a whole number' }).int({ error: 'must be a whole number' }).min(1, { error: 'must be 1 or more' }).max(100_000_000, { error: 'must be at most 100000000' }).nullable().optional();
 const MODEL_ID = z.uuid({ error: 'must be a model id (UUID)' });
 const MANAGED_PARAMS = new Set(['model', 'api_key', 'api_base', 'rpm', 'tpm']);
-// Any parameter named like a credential (api_key, aws_secret_access_key, vertex_credentials, ...) must be an os.environ/ reference.
-const SECRET_PARAM = /(key|secret|token|password|credentials?)(_id)?$|secret|password/i;
 
 export const modelBody = z
   .strictObject({
@@ -23,13 +22,15 @@ export const modelBody = z
     model_info: z.record(z.string(), z.unknown(), { error: 'must be an object' }).optional(),
   })
   .superRefine((b, ctx) => {
-    for (const [k, v] of Object.entries(b.litellm_params ?? {})) {
-      // Keys belong in platform keys; only an os.environ/ reference may appear here.
-      if (SECRET_PARAM.test(k) && !k.endsWith('_name') && !(typeof v === 'string' && v.startsWith('os.environ/'))) {
-        ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'must not hold a raw secret: store it as a platform key (or use os.environ/VAR)' });
-      } else if (MANAGED_PARAMS.has(k)) {
-        ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: `is managed by keyplane: set it with the top-level field instead` });
-      }
+    // Keys belong in platform keys: at any depth, a field named like a credential (api_key,
+    // aws_secret_access_key, extra_headers.Authorization, ...) may only be an os.environ/ reference.
+    for (const field of ['litellm_params', 'model_info'] as const) {
+      const secrets: string[] = [];
+      scrubSecrets(b[field] ?? {}, secrets);
+      for (const path of secrets) ctx.addIssue({ code: 'custom', path: [field, path], message: 'must not hold a raw secret: store it as a platform key (or use os.environ/VAR)' });
+    }
+    for (const k of Object.keys(b.litellm_params ?? {})) {
+      if (MANAGED_PARAMS.has(k)) ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'is managed by keyplane: set it with the top-level field instead' });
     }
   });
 
