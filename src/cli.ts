@@ -8,6 +8,7 @@ import { createKeyplane, openStore, stopAll, type Keyplane } from './main';
 import { TokensStore } from './features/tokens/tokens-store';
 import type { Role } from './http/principal';
 import { importLitellm } from './import';
+import { displayUrl } from './url';
 import type { Pool } from './db/pool';
 import type { Keyring as KeyringT } from './crypto/keyring';
 
@@ -24,7 +25,7 @@ commands:
   doctor                             check settings, database, keyring, output dir and LiteLLM
 
 options:
-  --config FILE                      keyplane settings file (YAML; same names as the env vars, lower case, without KEYPLANE_)
+  --settings FILE                    keyplane settings file (YAML; same names as the env vars, lower case, with or without keyplane_)
   -h, --help                         this help`;
 
 export class UsageError extends Error {}
@@ -71,6 +72,7 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
     allowPositionals: true,
     options: {
       config: { type: 'string' },
+      settings: { type: 'string' },
       'dry-run': { type: 'boolean' },
       role: { type: 'string' },
       name: { type: 'string' },
@@ -87,7 +89,8 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
     out(Keyring.generateSpec());
     return 0;
   }
-  const settings = loadSettings(process.env, values.config ? { KEYPLANE_CONFIG: values.config } : {});
+  // --config is import's LiteLLM config.yaml (the contract's name); keyplane's own settings file is --settings.
+  const settings = loadSettings(process.env, values.settings ? { KEYPLANE_CONFIG: values.settings } : {});
   const log = createLogger({ level: cmd === 'serve' ? settings.logLevel : 'warn', secrets: new SecretRegistry() });
   switch (cmd) {
     case 'serve':
@@ -99,8 +102,8 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
       return 0;
     case 'master-key': {
       if (sub !== 'rotate') throw new UsageError('master-key takes generate or rotate');
-      const r = await withStore(settings, log, (pool, keyring) => rewrapAll(pool, keyring));
-      out(`re-encrypted ${r.rewrapped} secret(s) under master key ${settings.masterKey?.split(':')[0] ?? 'dev'}; ${r.unchanged} already used it`);
+      const r = await withStore(settings, log, async (pool, keyring) => ({ ...(await rewrapAll(pool, keyring)), kid: keyring.primaryId }));
+      out(`re-encrypted ${r.rewrapped} secret(s) under master key ${r.kid}; ${r.unchanged} already used it`);
       return 0;
     }
     case 'token': {
@@ -116,7 +119,7 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
     }
     case 'import': {
       if (!values.config && !values.env) throw new UsageError('import needs --config FILE and/or --env FILE');
-      const kp = await createKeyplane({ ...settings }, { listen: false });
+      const kp = await createKeyplane({ ...settings, logLevel: 'warn' }, { listen: false, logStream: process.stderr });
       try {
         const summary = await importLitellm(kp, { configFile: values.config, envFile: values.env });
         out(JSON.stringify(summary, null, 2));
@@ -126,7 +129,7 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
       return 0;
     }
     case 'render': {
-      const kp = await createKeyplane(settings, { listen: false });
+      const kp = await createKeyplane({ ...settings, logLevel: 'warn' }, { listen: false, logStream: process.stderr });
       try {
         if (!kp.renderOnce) throw new UsageError('render is not available in this build');
         const r = await kp.renderOnce({ dryRun: Boolean(values['dry-run']) });
@@ -169,8 +172,8 @@ async function doctor(settings: Settings, log: Logger, out: (l: string) => void)
   if (settings.reload !== 'none' || process.env.KEYPLANE_LITELLM_URL) {
     await check('LiteLLM liveliness', async () => {
       const res = await fetch(`${settings.litellmUrl}/health/liveliness`, { signal: AbortSignal.timeout(3000) });
-      if (!res.ok) throw new Error(`${settings.litellmUrl} answered ${res.status}`);
-      return `${settings.litellmUrl} is alive`;
+      if (!res.ok) throw new Error(`${displayUrl(settings.litellmUrl)} answered ${res.status}`);
+      return `${displayUrl(settings.litellmUrl)} is alive`;
     });
   }
   out(failed ? `${failed} check(s) failed` : 'all checks passed');

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import YAML from 'yaml';
 import cron from 'node-cron';
 import { parseDuration } from './duration';
+import { displayUrl } from './url';
 
 export type ReloadKind = 'none' | 'command' | 'docker' | 'litellm-api';
 export type DockerMode = 'restart' | 'recreate';
@@ -165,7 +166,8 @@ const DEFS = [
   d('healthFailThreshold', 'KEYPLANE_HEALTH_FAIL_THRESHOLD', int(1, 100)),
   d('healthRecoverThreshold', 'KEYPLANE_HEALTH_RECOVER_THRESHOLD', int(1, 100)),
   d('healthRetentionMs', 'KEYPLANE_HEALTH_RETENTION', duration),
-  d('alertWebhook', 'KEYPLANE_ALERT_WEBHOOK', url),
+  // Webhook URLs (Slack-style) carry their token in the path: treated as a secret.
+  d('alertWebhook', 'KEYPLANE_ALERT_WEBHOOK', url, true),
   d('logLevel', 'KEYPLANE_LOG_LEVEL', oneOf('error', 'warn', 'info', 'debug')),
   d('instanceId', 'KEYPLANE_INSTANCE_ID', str),
   d('authMaxFailures', 'KEYPLANE_AUTH_MAX_FAILURES', int(1, 10_000)),
@@ -200,7 +202,7 @@ function defaults(): Settings {
   };
 }
 
-/** The config file's keys are the settings' names without `KEYPLANE_`, in lower case. */
+/** The config file's keys are the settings' names in lower case, with or without `keyplane_` (`listen` or `keyplane_listen`). */
 function fileSource(file: string): Source {
   let doc: unknown;
   try {
@@ -213,7 +215,7 @@ function fileSource(file: string): Source {
   const out: Source = {};
   const known = new Map(DEFS.map((x) => [x.env.replace(/^KEYPLANE_/, '').toLowerCase(), x.env]));
   for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
-    const env = known.get(k);
+    const env = known.get(k.replace(/^keyplane_/, ''));
     if (!env) throw new ConfigError('KEYPLANE_CONFIG', `${file}: unknown setting "${k}"`);
     out[env] = Array.isArray(v) ? v.join(',') : String(v);
   }
@@ -258,7 +260,8 @@ function validate(s: Settings): void {
 export function describeSettings(s: Settings): Array<{ setting: string; value: string }> {
   return DEFS.map((def) => {
     const v = (s as unknown as Record<string, unknown>)[def.key];
-    const shown = v === undefined ? '(unset)' : def.secret ? '(set)' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+    const shown =
+      v === undefined ? '(unset)' : def.secret ? '(set)' : typeof v === 'object' ? JSON.stringify(v) : /^https?:\/\//.test(String(v)) ? displayUrl(String(v)) : String(v);
     return { setting: def.env, value: shown };
   });
 }

@@ -38,7 +38,8 @@ import { renderOnce } from './sync/syncer';
 import { registerSyncRoutes } from './features/sync/sync-routes';
 import { HealthStore } from './health/health-store';
 import { createKeyValidator } from './health/key-validator';
-import { Prober, displayUrl, type HealthEvents } from './health/prober';
+import { Prober, type HealthEvents } from './health/prober';
+import { displayUrl } from './url';
 import { registerHealthRoutes } from './features/health/health-routes';
 
 export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents;

@@ -144,6 +144,22 @@ describe('keyplane command, on its embedded Postgres', () => {
     expect(await stop(s)).toBe(0);
   });
 
+  it('import --config FILE --env FILE reads an existing LiteLLM setup; doctor checks it all', async () => {
+    const env = { PATH: process.env.PATH!, KEYPLANE_DATA_DIR: dataDir, KEYPLANE_MASTER_KEY: rotatedKey };
+    const fixtures = path.resolve(__dirname, 'fixtures', 'import');
+    const res = await run(process.execPath, [BIN, 'import', '--config', path.join(fixtures, 'config.yaml'), '--env', path.join(fixtures, 'litellm.env')], { env });
+    const summary = JSON.parse(res.stdout) as { keys: string[]; models: number };
+    expect(summary.keys.sort()).toEqual(['groq', 'litellm_master_key', 'openai', 'openrouter']);
+    expect(summary.models).toBe(4);
+    expect(res.stdout + res.stderr).not.toContain('sk-import-test');
+    const doctor = await run(process.execPath, [BIN, 'doctor'], { env });
+    const m = /ok {4}database and keyring: (\d+) platform key\(s\); master keys k2 \(sha256:[0-9a-f]{8}\)/.exec(doctor.stdout);
+    expect(Number(m?.[1])).toBeGreaterThanOrEqual(4);
+    expect(doctor.stdout).toMatch(/all checks passed/);
+    expect(doctor.stdout).toMatch(/KEYPLANE_MASTER_KEY = \(set\)/);
+    expect(doctor.stdout).not.toContain(rotatedKey.split(':')[1]);
+  });
+
   it('master-key generate prints id:base64 of 32 bytes; a bad setting is one line naming it', async () => {
     const g = await run(process.execPath, [BIN, 'master-key', 'generate']);
     const [id, b64] = g.stdout.trim().split(':');

@@ -7,7 +7,8 @@ import { registerPlatformKeyRoutes } from '../src/features/platform-keys/platfor
 import { ProvidersService } from '../src/features/providers/providers-service';
 import { registerProviderRoutes } from '../src/features/providers/providers-routes';
 import { TokensStore } from '../src/features/tokens/tokens-store';
-import { displayUrl, type Prober } from '../src/health/prober';
+import type { Prober } from '../src/health/prober';
+import { displayUrl } from '../src/url';
 import { createApp } from '../src/http/app';
 import { Authenticator } from '../src/http/auth';
 import { RouteTable } from '../src/http/route-table';

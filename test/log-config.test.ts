@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { createLogger, SecretRegistry } from '../src/log';
-import { ConfigError, loadSettings, parseSyncWait } from '../src/config';
+import { ConfigError, describeSettings, loadSettings, parseSyncWait } from '../src/config';
 
 function capture(secrets: SecretRegistry) {
   const stream = new PassThrough();
@@ -70,6 +70,29 @@ describe('settings', () => {
   ])('%s=%s is refused with one line naming it', (name, value, message) => {
     expect(() => loadSettings({ [name]: value })).toThrow(ConfigError);
     expect(() => loadSettings({ [name]: value })).toThrow(message);
+  });
+
+  it('a settings file may name settings with or without keyplane_; the environment wins; unknown keys are refused', () => {
+    const { mkdtempSync, writeFileSync } = require('node:fs') as typeof import('node:fs');
+    const dir = mkdtempSync(require('node:path').join(require('node:os').tmpdir(), 'kp-settings-'));
+    const file = `${dir}/keyplane.yaml`;
+    writeFileSync(file, 'listen: 127.0.0.1:4242\nkeyplane_sync_wait: 50ms:2s\nhealth_schedule: "*/10 * * * *"\n');
+    const s = loadSettings({ KEYPLANE_CONFIG: file, KEYPLANE_HEALTH_SCHEDULE: 'off' });
+    expect(s.listen.port).toBe(4242);
+    expect(s.syncWait).toEqual({ minMs: 50, maxMs: 2000 });
+    expect(s.healthSchedule).toBe('off');
+    writeFileSync(file, 'lisen: 127.0.0.1:4242\n');
+    expect(() => loadSettings({ KEYPLANE_CONFIG: file })).toThrow(/KEYPLANE_CONFIG: .*unknown setting "lisen"/);
+    expect(loadSettings({ KEYPLANE_CONFIG: require('node:path').resolve(__dirname, '..', 'config', 'keyplane.example.yaml') }).reload).toBe('command');
+  });
+
+  it('doctor shows URLs without their credentials and the webhook not at all', () => {
+    const rows = describeSettings(loadSettings({ KEYPLANE_LITELLM_URL: 'http://admin:pw123456@127.0.0.1:4000', KEYPLANE_ALERT_WEBHOOK: 'https://hooks.example.com/services/T0/B0/secret-token' }));
+    const text = JSON.stringify(rows);
+    expect(text).not.toContain('pw123456');
+    expect(text).not.toContain('secret-token');
+    expect(rows).toContainEqual({ setting: 'KEYPLANE_LITELLM_URL', value: 'http://127.0.0.1:4000' });
+    expect(rows).toContainEqual({ setting: 'KEYPLANE_ALERT_WEBHOOK', value: '(set)' });
   });
 
   it('a secret setting is never echoed in its error', () => {

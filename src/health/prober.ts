@@ -1,3 +1,4 @@
+import { displayUrl } from '../url';
 import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import cron, { type ScheduledTask } from 'node-cron';
@@ -129,19 +130,6 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) =>
   return out;
 }
 
-/** The LiteLLM URL as stored and shown: without credentials, query or fragment. */
-export function displayUrl(raw: string): string {
-  try {
-    const u = new URL(raw);
-    u.username = '';
-    u.password = '';
-    u.search = '';
-    u.hash = '';
-    return u.toString().replace(/\/+$/, '');
-  } catch {
-    return '(invalid URL)';
-  }
-}
 
 interface ProberMetrics {
   status: client.Gauge<'provider' | 'status'>;

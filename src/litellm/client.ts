@@ -1,3 +1,4 @@
+import { displayUrl } from '../url';
 /**
  * A typed client for LiteLLM's HTTP API: health, credentials and database models.
  *
@@ -86,17 +87,6 @@ const NO_DATABASE = /no connected db|db not connected|no db connected/i;
 const STORE_MODEL_IN_DB = /STORE_MODEL_IN_DB/;
 const MAX_DETAIL = 300;
 
-/** The URL without user info, for messages. */
-export function displayUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    return u.toString().replace(/\/+$/, '');
-  } catch {
-    return '(invalid URL)';
-  }
-}
 
 export class LitellmClient {
   readonly url: string;

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from '../log';
 import { scrubSecrets } from '../secret-params';
+import { displayUrl } from '../url';
 import type { DesiredState } from '../sync/desired-state';
-import { LitellmApiError, LitellmClient, displayUrl, type CredentialView, type ModelPatch, type ModelView, type NewCredential, type NewModel } from '../litellm/client';
+import { LitellmApiError, LitellmClient, type CredentialView, type ModelPatch, type ModelView, type NewCredential, type NewModel } from '../litellm/client';
 import type { Reloader, ReloadRequest, ReloadResult } from './reloader';
 
 /**

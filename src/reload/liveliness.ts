@@ -1,3 +1,4 @@
+import { displayUrl } from '../url';
 /** Polls LiteLLM's `GET /health/liveliness` (no auth) until it answers 2xx. */
 
 export interface LivelinessOptions {
@@ -26,6 +27,9 @@ export function livelinessUrl(baseUrl: string): string {
   return `${baseUrl.replace(/\/+$/, '')}/health/liveliness`;
 }
 
+/** The same, fit for an error message (no credentials). */
+const shown = (baseUrl: string): string => `${displayUrl(baseUrl)}/health/liveliness`;
+
 /** One GET; resolves with a short description of what failed, or undefined when it answered 2xx. */
 export async function checkLiveliness(baseUrl: string, timeoutMs = 2_000): Promise<string | undefined> {
   try {
@@ -52,10 +56,10 @@ export async function waitForLiveliness(baseUrl: string, opts: LivelinessOptions
     if (opts.giveUp && Date.now() - lastAsked >= giveUpEvery) {
       lastAsked = Date.now();
       const reason = await opts.giveUp();
-      if (reason) throw new LivelinessError(`${livelinessUrl(baseUrl)} never answered: ${reason}`);
+      if (reason) throw new LivelinessError(`${shown(baseUrl)} never answered: ${reason}`);
     }
     if (Date.now() + interval >= deadline) {
-      throw new LivelinessError(`${livelinessUrl(baseUrl)} did not answer within ${opts.timeoutMs} ms (last: ${last})`);
+      throw new LivelinessError(`${shown(baseUrl)} did not answer within ${opts.timeoutMs} ms (last: ${last})`);
     }
     await new Promise((r) => setTimeout(r, interval));
   }
