@@ -118,6 +118,28 @@ describe('ReloadQueue', () => {
     await queue.stop();
   });
 
+  it('runs a revision submitted at any moment around the end of the previous one', async () => {
+    const r = new ScriptedReloader(async () => ok());
+    const { queue, events } = setup(r);
+    // Submit the next revision at every point in the microtask sequence after reload:done.
+    for (let delay = 0; delay < 6; delay++) {
+      const rev = 100 + delay;
+      const next = await files.write(rev + 50, { OPENROUTER_API_KEY: `sk-z-${String(rev).padStart(8, '0')}` });
+      const after = events.waitFor('reload:done', (e) => e.revision === rev);
+      events.once('reload:done', () => {
+        let p = Promise.resolve();
+        for (let i = 0; i < delay; i++) p = p.then(() => undefined);
+        void p.then(() => queue.submit(next));
+      });
+      queue.submit(await files.write(rev, { OPENROUTER_API_KEY: `sk-y-${String(rev).padStart(8, '0')}` }));
+      await after;
+      await events.waitFor('reload:done', (e) => e.revision === rev + 50, 5000);
+      await queue.whenIdle();
+    }
+    expect(r.calls).toEqual([100, 150, 101, 151, 102, 152, 103, 153, 104, 154, 105, 155]);
+    await queue.stop();
+  });
+
   it('retries a failed reload with backoff and records every try', async () => {
     const r = new ScriptedReloader(async (_req, call) => (call < 3 ? failed(`boom ${call}`) : ok()));
     const { queue, events, alerts } = setup(r);

@@ -91,9 +91,7 @@ export class ReloadQueue {
     if (this.pending) this.log.debug('coalescing reloads', { dropped: this.pending.revision, revision: req.revision });
     this.pending = req;
     this.wake?.();
-    this.loop ??= this.drain().finally(() => {
-      this.loop = undefined;
-    });
+    this.loop ??= this.drain();
   }
 
   /** Resolves once nothing runs or waits. */
@@ -120,10 +118,18 @@ export class ReloadQueue {
   }
 
   private async drain(): Promise<void> {
-    while (this.pending && !this.stopped) {
-      const req = this.pending;
-      this.pending = undefined;
-      await this.runWithRetries(req);
+    // Yield once, so that submit() has stored this promise before it can finish.
+    await Promise.resolve();
+    try {
+      while (this.pending && !this.stopped) {
+        const req = this.pending;
+        this.pending = undefined;
+        await this.runWithRetries(req);
+      }
+    } finally {
+      // In the same step as the last look at `pending`: a submit() from here on starts a new drain,
+      // one from before was seen by the loop.
+      this.loop = undefined;
     }
   }
 
