@@ -115,6 +115,20 @@ describe('auth', () => {
     const row = await t.db.pool.query('SELECT count(*)::int AS n FROM byok_keys');
     expect(row.rows[0].n).toBe(0);
   });
+
+  it('BYOK keys of two API tokens with the same name stay apart, and apart from a JWT user of that name', async () => {
+    const one = (await t.api().post('/api/v1/admin/tokens').send({ name: 'alice', role: 'viewer' }).expect(201)).body.token;
+    const two = (await t.api().post('/api/v1/admin/tokens').send({ name: 'alice', role: 'viewer' }).expect(201)).body.token;
+    const jwt = await new SignJWT({ role: 'viewer' }).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime('5m').sign(new TextEncoder().encode(JWT_SECRET));
+    await request(t.kp.url!).post('/api/v1/llm/byok/keys').set('Authorization', `Bearer ${one}`).send({ provider: 'groq', api_key: 'gsk_token-one-1111' }).expect(201);
+    for (const other of [two, jwt]) {
+      const list = await request(t.kp.url!).get('/api/v1/llm/byok/keys').set('Authorization', `Bearer ${other}`).expect(200);
+      expect(list.body.items).toEqual([]);
+      await request(t.kp.url!).delete('/api/v1/llm/byok/keys/groq').set('Authorization', `Bearer ${other}`).expect(404);
+    }
+    const mine = await request(t.kp.url!).get('/api/v1/llm/byok/keys').set('Authorization', `Bearer ${one}`).expect(200);
+    expect(mine.body.items).toEqual([expect.objectContaining({ provider: 'groq', masked_key: '****1111' })]);
+  });
 });
 
 describe('auth with a JWKS URL', () => {

@@ -81,7 +81,8 @@ export class Authenticator {
     if (token.split('.').length === 3 && this.jwtKey) return this.fromJwt(token);
     const row = await this.opts.tokens.findActive(token);
     if (!row) throw new Unauthorized('the bearer token is not valid');
-    return { actor: `token:${row.name}`, user: row.name, role: row.role, via: 'token' };
+    // Token names need not be unique; the BYOK owner is the token itself.
+    return { actor: `token:${row.name}`, user: `token:${row.id}`, role: row.role, via: 'token' };
   }
 
   private async fromJwt(token: string): Promise<Principal> {
@@ -96,7 +97,7 @@ export class Authenticator {
     const role = payload.role;
     if (typeof payload.sub !== 'string' || !payload.sub) throw new Unauthorized('the JWT has no sub claim');
     if (typeof role !== 'string' || !(ROLES as string[]).includes(role)) throw new Unauthorized('the JWT has no role claim of admin, operator or viewer');
-    return { actor: `jwt:${payload.sub}`, user: payload.sub, role: role as Role, via: 'jwt' };
+    return { actor: `jwt:${payload.sub}`, user: `jwt:${payload.sub}`, role: role as Role, via: 'jwt' };
   }
 
   /** Express middleware: authenticates, then checks the role (`any` lets every authenticated principal in). */

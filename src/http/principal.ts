@@ -9,7 +9,7 @@ export function roleAtLeast(have: Role, need: Role): boolean {
 export interface Principal {
   /** Who acts, as written into the audit trail: `token:<name>`, `jwt:<sub>`, `bootstrap`, `cli`. */
   actor: string;
-  /** The user a BYOK key belongs to (JWT `sub`, or the token's name). */
+  /** The user a BYOK key belongs to, one namespace per kind of credential: `jwt:<sub>`, `token:<id>`, `bootstrap`, `cli`. */
   user: string;
   role: Role;
   via: 'bootstrap' | 'token' | 'jwt' | 'cli';
