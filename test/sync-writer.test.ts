@@ -61,6 +61,25 @@ describe('atomic writer', () => {
     expect(readFileSync(path.join(dir, CONFIG_FILE, 'keep'), 'utf8')).toBe('x');
   });
 
+  it('when the second file cannot be swapped, the first goes back: never one file from each revision', async () => {
+    await write(CONFIG_FILE, 'revision: 1\n');
+    // litellm.env is a directory, so its swap fails after config.yaml was already renamed.
+    mkdirSync(path.join(dir, ENV_FILE));
+    writeFileSync(path.join(dir, ENV_FILE, 'keep'), 'x');
+    const staged = [await writer.stage(CONFIG_FILE, 'revision: 2\n', 0o644), await writer.stage(ENV_FILE, 'A=b\n', 0o600)];
+    await expect(writer.commit(staged)).rejects.toThrow();
+    expect(readFileSync(path.join(dir, CONFIG_FILE), 'utf8')).toBe('revision: 1\n');
+    expect(tempFiles()).toEqual([]);
+  });
+
+  it('a first write whose second file fails leaves no new file behind', async () => {
+    mkdirSync(path.join(dir, ENV_FILE));
+    writeFileSync(path.join(dir, ENV_FILE, 'keep'), 'x');
+    const staged = [await writer.stage(CONFIG_FILE, 'revision: 1\n', 0o644), await writer.stage(ENV_FILE, 'A=b\n', 0o600)];
+    await expect(writer.commit(staged)).rejects.toThrow();
+    expect(readdirSync(dir).sort()).toEqual([ENV_FILE]);
+  });
+
   it('a discarded stage leaves nothing behind and the live file untouched', async () => {
     await write(ENV_FILE, 'A=1\n');
     const staged = await writer.stage(ENV_FILE, 'A=2\n', 0o600);

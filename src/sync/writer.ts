@@ -106,18 +106,24 @@ export class AtomicWriter {
 
   /**
    * Puts staged files in place, each after keeping its predecessor as `.bak`, then fsyncs the
-   * directory. On a failure the temp files not yet renamed are removed and the error rethrown.
+   * directory. On a failure the temp files not yet renamed are removed, the files already renamed
+   * go back to what they were (config.yaml and litellm.env must never be left from two revisions),
+   * and the error is rethrown.
    */
   async commit(staged: StagedFile[]): Promise<void> {
-    let done = 0;
+    const renamed: Array<{ name: string; hadPredecessor: boolean }> = [];
     try {
       for (const s of staged) {
-        await this.backup(s.name);
+        const hadPredecessor = await this.backup(s.name);
         await rename(s.tempPath, s.finalPath);
-        done++;
+        renamed.push({ name: s.name, hadPredecessor });
       }
     } catch (err) {
-      await this.discard(staged.slice(done));
+      await this.discard(staged.slice(renamed.length));
+      for (const r of renamed.reverse()) {
+        if (r.hadPredecessor) await this.restore(r.name).catch(() => undefined);
+        else await removeQuietly(this.path(r.name));
+      }
       throw err;
     }
     await this.syncDir();
@@ -145,15 +151,15 @@ export class AtomicWriter {
     return true;
   }
 
-  /** Keeps the current file as `.bak` without a moment where the live name is missing (hard link, then rename). */
-  private async backup(name: string): Promise<void> {
+  /** Keeps the current file as `.bak` without a moment where the live name is missing (hard link, then rename); false when there was none. */
+  private async backup(name: string): Promise<boolean> {
     const live = this.path(name);
     const tmp = path.join(this.dir, `.${name}.bak.${randomBytes(6).toString('hex')}.tmp`);
     try {
       await link(live, tmp);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
+      if (code === 'ENOENT') return false;
       if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
       await copyFile(live, tmp);
     }
@@ -163,6 +169,7 @@ export class AtomicWriter {
       await removeQuietly(tmp);
       throw err;
     }
+    return true;
   }
 
   private async syncDir(): Promise<void> {
