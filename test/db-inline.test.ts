@@ -1,4 +1,4 @@
-import { inline, withBatchedTransaction } from '../src/db/pool';
+import { CommitOutcomeUnknown, inline, withBatchedTransaction } from '../src/db/pool';
 import { createTestDatabase, type TestDatabase } from './helpers/db';
 
 describe('statements with their parameters written in', () => {
@@ -42,5 +42,16 @@ describe('statements with their parameters written in', () => {
     });
     expect(ids).toEqual([2, 3]);
     expect((await db.pool.query('SELECT count(*)::int AS n FROM t_batch')).rows[0].n).toBe(3);
+  });
+
+  it('a connection lost while committing is reported as an unknown outcome and never run again', async () => {
+    let runs = 0;
+    const attempt = withBatchedTransaction(db.pool, { text: 'INSERT INTO t_batch VALUES ($1) RETURNING id', values: [77] }, async (_c, _first, commit) => {
+      runs++;
+      // The server session ends inside the commit batch: did COMMIT happen? The caller cannot know.
+      await commit({ text: 'SELECT pg_terminate_backend(pg_backend_pid())', values: [] });
+    });
+    await expect(attempt).rejects.toBeInstanceOf(CommitOutcomeUnknown);
+    expect(runs).toBe(1);
   });
 });

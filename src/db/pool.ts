@@ -16,6 +16,9 @@ export function createPool(connectionString: string, opts: { max?: number; appli
   });
   // An idle client that loses its server emits here; without a listener it would crash the process.
   pool.on('error', () => undefined);
+  // So does a checked-out one (pg-pool listens only while a client is idle): a server restart in the
+  // middle of a request must fail that request, not the process. Its query rejects on its own.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
@@ -27,9 +30,28 @@ export class TransientConflict extends Error {
   readonly code = '40001';
 }
 
-export function isRetryable(err: unknown): boolean {
+/**
+ * The connection broke after COMMIT was sent: the transaction may or may not have committed, so
+ * it must not be run again (it would apply twice). The caller reports it; the client can look.
+ */
+export class CommitOutcomeUnknown extends Error {
+  constructor(cause: unknown) {
+    super(`the database connection broke while committing; the change may or may not have been applied (${(cause as Error).message})`);
+    this.name = 'CommitOutcomeUnknown';
+  }
+}
+
+/** Whether `err` is a broken connection (as opposed to an error the server reported). */
+export function isConnectionError(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (!e || typeof e !== 'object') return false;
+  if (e.code && (RETRYABLE_NET.has(e.code) || ['08006', '08003', '08000', '57P01'].includes(e.code))) return true;
+  return /Connection terminated unexpectedly/.test(e.message ?? '');
+}
+
+export function isRetryable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  if (!e || typeof e !== 'object' || err instanceof CommitOutcomeUnknown) return false;
   if (e.code && (RETRYABLE.has(e.code) || RETRYABLE_NET.has(e.code))) return true;
   return /Connection terminated unexpectedly/.test(e.message ?? '');
 }
@@ -97,18 +119,24 @@ export function withBatchedTransaction<T>(
   return withRetry(async () => {
     const client = await pool.connect();
     let committed = false;
+    let commitSent = false;
     try {
       const opened = begin ? ((await client.query(`BEGIN; ${inline(client, begin)}`)) as unknown as pg.QueryResult[]) : [await client.query('BEGIN')];
       const commit: Commit = async (...statements) => {
+        commitSent = true;
         const results = (await client.query([...statements.map((s) => inline(client, s)), 'COMMIT'].join(';\n'))) as unknown as pg.QueryResult[] | pg.QueryResult;
         committed = true;
         return Array.isArray(results) ? results.slice(0, statements.length) : [];
       };
       const result = await fn(client, opened[1], commit);
-      if (!committed) await client.query('COMMIT');
+      if (!committed) {
+        commitSent = true;
+        await client.query('COMMIT');
+      }
       return result;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
+      if (commitSent && isConnectionError(err)) throw new CommitOutcomeUnknown(err);
       throw err;
     } finally {
       client.release();

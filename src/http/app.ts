@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import type { Pool } from '../db/pool';
+import { CommitOutcomeUnknown, type Pool } from '../db/pool';
 import { AppError, NotFound } from './errors';
 import type { Authenticator } from './auth';
 import type { RouteTable } from './route-table';
@@ -92,6 +92,10 @@ export function createApp(deps: AppDeps): Express {
       return problem(res, err.status, err.type, err.title, err.message, err.extra);
     }
     const e = err as { type?: string; status?: number; message?: string; code?: string; constraint?: string };
+    if (e instanceof CommitOutcomeUnknown) {
+      log.error('commit outcome unknown', { err, method: req.method, path: req.path, request_id: res.locals.requestId });
+      return problem(res, 503, 'commit-outcome-unknown', 'Commit outcome unknown', `${e.message}; read the resource before trying again`);
+    }
     // A unique or foreign-key race that slipped past the service's own checks is still a conflict, not a crash.
     if (e.code === '23505' || e.code === '23503') {
       return problem(res, 409, 'conflict', 'Conflict', `the change conflicts with another row (${e.constraint ?? 'constraint'}); retry`);

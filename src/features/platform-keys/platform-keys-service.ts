@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from '../../db/pool';
-import { TransientConflict, withBatchedTransaction, withRetry, withTransaction } from '../../db/pool';
+import { CommitOutcomeUnknown, isConnectionError, TransientConflict, withBatchedTransaction, withRetry, withTransaction } from '../../db/pool';
 import { type Fingerprinter, type Keyring, last4, maskKey } from '../../crypto/keyring';
 import { platformKeyRef } from '../../crypto/secret-tables';
 import { Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed } from '../../http/errors';
@@ -126,13 +126,23 @@ export class PlatformKeysService {
     const version = head.version + 1;
     const { jwe, kid } = await this.keyring.encrypt(input.api_key, platformKeyRef(name, version));
     const fingerprint = this.fingerprints.of(input.api_key);
-    const row = await withRetry(() =>
-      this.store.rotate(
+    let row: KeyRow | undefined;
+    try {
+      row = await this.store.rotate(
         this.pool,
         { name, envVar: head.envVar, version, prev: head.version, jwe, kid, fingerprint, last4: last4(input.api_key), expiresAt, createdBy: ctx.principal.actor },
         { actor: ctx.principal.actor, action: 'platform_key.put', target: `platform_key/${name}`, version, requestId: ctx.requestId, details: { env_var: head.envVar, fingerprint, previous_version: head.version } },
-      ),
-    );
+      );
+    } catch (err) {
+      // The statement is its own transaction: after a broken connection, look whether it committed
+      // (this exact version with this value) before anything is written again.
+      this.heads.delete(name);
+      if (!isConnectionError(err)) throw err;
+      const landed = await withRetry(() => this.store.versionFingerprint(name, version));
+      if (landed === fingerprint) return this.get(name);
+      if (landed === undefined) return undefined;
+      throw new CommitOutcomeUnknown(err);
+    }
     if (!row) {
       this.heads.delete(name);
       return undefined;

@@ -122,6 +122,11 @@ export class PlatformKeysStore {
     return rows[0];
   }
 
+  async versionFingerprint(name: string, version: number): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ fingerprint: string }>('SELECT fingerprint FROM platform_key_versions WHERE name = $1 AND version = $2', [name, version]);
+    return rows[0]?.fingerprint;
+  }
+
   async envVarOwner(c: PoolClient, envVar: string): Promise<string | undefined> {
     const { rows } = await c.query<{ name: string }>('SELECT name FROM platform_keys WHERE env_var = $1', [envVar]);
     return rows[0]?.name;
