@@ -355,9 +355,12 @@ describe('litellm-api reloader', () => {
     expect(fake.writes()).toEqual([]);
   });
 
-  it('uses the rendered LITELLM_MASTER_KEY when none is configured, and fails clearly when there is neither', async () => {
+  it('uses the stored litellm_master_key (whatever its env var) when none is configured, and fails clearly when there is neither', async () => {
     expect((await run()).status).toBe('ok');
-    const none = await reloader().reload(request(state, revision++, {}));
+    const renamed = { ...state, keys: state.keys.map((k) => (k.name === 'litellm_master_key' ? { ...k, envVar: 'PROXY_ADMIN_KEY' } : k)) };
+    expect((await reloader().reload(request(renamed, revision++, {}))).status).toBe('ok');
+    const without = { ...state, keys: state.keys.filter((k) => k.name !== 'litellm_master_key') };
+    const none = await reloader().reload(request(without, revision++, { LITELLM_MASTER_KEY: MASTER }));
     expect(none.status).toBe('failed');
     expect(none.error).toMatch(/no LiteLLM master key: set KEYPLANE_LITELLM_MASTER_KEY/);
   });

@@ -87,9 +87,10 @@ export class LitellmApiReloader implements Reloader {
       this.log.warn('litellm-api reload failed', { revision: req.revision, target: this.target, error });
       return { status: 'failed', error, targets: [{ target: this.target, status: 'failed', startedAt, finishedAt: new Date(), error }] };
     };
-    const masterKey = this.opts.masterKey ?? req.env.LITELLM_MASTER_KEY;
+    // The stored key is found by its name, whatever env var it was given.
+    const masterKey = this.opts.masterKey ?? req.state.keys.find((k) => k.name === 'litellm_master_key')?.value;
     if (!masterKey) {
-      return fail('no LiteLLM master key: set KEYPLANE_LITELLM_MASTER_KEY, or store the litellm_master_key platform key (LITELLM_MASTER_KEY)');
+      return fail('no LiteLLM master key: set KEYPLANE_LITELLM_MASTER_KEY, or store the litellm_master_key platform key');
     }
     const client = new LitellmClient({ url: this.opts.url, masterKey, timeoutMs: this.opts.timeoutMs });
     try {
