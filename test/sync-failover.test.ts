@@ -123,6 +123,19 @@ describe('sync across lost connections and instances', () => {
     await rendered;
   });
 
+  it('a forwarded force_reload reaches the leader: it hands the unchanged files to reload', async () => {
+    const a = await start('force-a');
+    const b = await start('force-b');
+    const before = a.reloads.length;
+    await b.runtime.syncer.forwardToLeader({ forceReload: true });
+    const deadline = Date.now() + 10_000;
+    while (a.reloads.length === before && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    expect(a.reloads.length).toBe(before + 1);
+    // The same files again (nothing changed), handed over because the follower asked.
+    expect(a.reloads[a.reloads.length - 1]!.revision).toBe(a.reloads[0]!.revision);
+    expect(b.reloads).toHaveLength(0);
+  });
+
   it('a leader that stops hands over at once (it unlocks instead of dying)', async () => {
     const a = await start('stop-a');
     const b = await start('stop-b');

@@ -73,6 +73,7 @@ export function createSyncRuntime(settings: Settings, deps: SyncRuntimeDeps): Sy
     log: deps.log.child({ component: 'watcher' }),
     events: deps.events,
     onNudge: (reason) => syncer.nudge(reason),
+    onForceReload: () => void syncer.syncNow({ forceReload: true }),
     backoff: deps.backoff,
   });
   let offAcquired: (() => void) | undefined;

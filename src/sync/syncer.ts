@@ -14,7 +14,7 @@ import { maskConfigText, maskEnvText, maskValues } from './masking';
 import { Quiescence, type SyncWait } from './quiescence';
 import { render, sha256, type Rendered } from './renderer';
 import type { FailureStage, RenderFailure, RenderResult, SyncEvents, Trigger } from './sync-events';
-import { SYNC_CHANNEL } from './watcher';
+import { FORCE_RELOAD_OP, SYNC_CHANNEL } from './watcher';
 import { AtomicWriter, CONFIG_FILE, ENV_FILE, FILE_MODES, type StagedFile } from './writer';
 
 export interface SyncerOptions {
@@ -245,8 +245,9 @@ export class Syncer {
   }
 
   /** From a follower: asks the leader, through the database, to render now. */
-  async forwardToLeader(): Promise<void> {
-    await this.opts.pool.query('SELECT pg_notify($1, $2)', [SYNC_CHANNEL, JSON.stringify({ table: 'manual', op: 'sync', id: this.opts.instanceId })]);
+  async forwardToLeader(opts: { forceReload?: boolean } = {}): Promise<void> {
+    const op = opts.forceReload ? FORCE_RELOAD_OP : 'sync';
+    await this.opts.pool.query('SELECT pg_notify($1, $2)', [SYNC_CHANNEL, JSON.stringify({ table: 'manual', op, id: this.opts.instanceId })]);
   }
 
   private async base(): Promise<BaseConfig> {

@@ -8,6 +8,8 @@ export const SYNC_CHANNEL = 'keyplane_changed';
 
 export type NudgeReason = 'notify' | 'reconnect';
 
+export const FORCE_RELOAD_OP = 'sync-reload';
+
 export interface WatcherOptions {
   connectionString: string;
   /** Shown in pg_stat_activity; tests find and kill the LISTEN session by it. */
@@ -15,6 +17,8 @@ export interface WatcherOptions {
   log: Logger;
   events: SafeEmitter<SyncEvents>;
   onNudge: (reason: NudgeReason) => void;
+  /** A forwarded request to render and hand the files to reload even if unchanged. */
+  onForceReload?: () => void;
   backoff?: Backoff;
   /** How long pg-listen retries one lost connection before this watcher starts a fresh one. */
   reconnectWindowMs?: number;
@@ -80,8 +84,12 @@ export class Watcher {
     this.sub = sub;
     let listening = false;
     sub.notifications.on(SYNC_CHANNEL, (payload: unknown) => {
-      this.opts.events.emit('watcher:notification', { table: field(payload, 'table'), op: field(payload, 'op'), id: field(payload, 'id') });
-      this.opts.onNudge('notify');
+      const table = field(payload, 'table');
+      const op = field(payload, 'op');
+      this.opts.events.emit('watcher:notification', { table, op, id: field(payload, 'id') });
+      // A follower's POST /sync {"force_reload": true}, forwarded through the database.
+      if (table === 'manual' && op === FORCE_RELOAD_OP && this.opts.onForceReload) this.opts.onForceReload();
+      else this.opts.onNudge('notify');
     });
     sub.events.on('reconnect', (attempt) => {
       if (attempt === 1) this.opts.log.warn('LISTEN connection lost; reconnecting');

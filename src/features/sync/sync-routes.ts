@@ -67,7 +67,7 @@ export function registerSyncRoutes(table: RouteTable, deps: SyncRouteDeps): void
         appendAudit(c, { actor: ctx.principal.actor, action: 'sync.render', target: 'sync', requestId: ctx.requestId, details: { force_reload: body.force_reload ?? false } }),
       );
       if (!deps.isLeader()) {
-        await syncer.forwardToLeader();
+        await syncer.forwardToLeader({ forceReload: body.force_reload });
         res.status(202);
         return { status: 'forwarded', leader: (await syncer.status()).leader };
       }
