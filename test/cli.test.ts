@@ -158,6 +158,21 @@ describe('keyplane command, on its embedded Postgres', () => {
     expect(doctor.stdout).toMatch(/all checks passed/);
     expect(doctor.stdout).toMatch(/KEYPLANE_MASTER_KEY = \(set\)/);
     expect(doctor.stdout).not.toContain(rotatedKey.split(':')[1]);
+
+    // render --dry-run shows what would be written (values masked) and writes nothing; render writes.
+    const configPath = path.join(dataDir, 'litellm', 'config.yaml');
+    const envPath = path.join(dataDir, 'litellm', 'litellm.env');
+    const dry = await run(process.execPath, [BIN, 'render', '--dry-run'], { env });
+    const preview = JSON.parse(dry.stdout) as { dryRun: boolean; preview: { changed: Record<string, boolean>; config: string; env: string } };
+    expect(preview.dryRun).toBe(true);
+    expect(preview.preview.config).toContain('model: openai/gpt-4o-mini');
+    expect(preview.preview.env).toMatch(/^OPENAI_API_KEY=\*\*\*\*bbbb$/m);
+    expect(dry.stdout).not.toContain('sk-import-test');
+    const wrote = await run(process.execPath, [BIN, 'render'], { env });
+    expect((JSON.parse(wrote.stdout) as { outcome: { status: string } }).outcome.status).toMatch(/changed|unchanged/);
+    expect(readFileSync(configPath, 'utf8')).toContain('api_key: os.environ/OPENAI_API_KEY');
+    expect(readFileSync(envPath, 'utf8')).toContain('OPENAI_API_KEY=sk-import-test-openai-bbbb');
+    expect(statSync(envPath).mode & 0o777).toBe(0o600);
   });
 
   it('master-key generate prints id:base64 of 32 bytes; a bad setting is one line naming it', async () => {
