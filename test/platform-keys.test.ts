@@ -89,6 +89,35 @@ describe('platform keys API', () => {
     expect(after.body.version).toBe(v + 1);
   });
 
+  it('60 concurrent rotations of one key: each its own version, value and audit row, written in groups', async () => {
+    await t.api().put('/api/v1/admin/platform-keys/grouped').send({ api_key: 'sk-grouped-initial-0000' }).expect(200);
+    const sent = Array.from({ length: 60 }, (_, i) => `sk-grouped-${String(i).padStart(3, '0')}-abcdefgh`);
+    const res = await Promise.all(sent.map((v, i) => t.api().put('/api/v1/admin/platform-keys/grouped').set('X-Request-Id', `grouped-${i}`).send({ api_key: v })));
+    expect(res.map((r) => r.status)).toEqual(sent.map(() => 200));
+    const versions = res.map((r) => r.body.version as number);
+    expect([...versions].sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, i) => i + 2));
+    // Rotations that waited were committed together: they share one updated_at (one statement).
+    expect(new Set(res.map((r) => r.body.updated_at)).size).toBeLessThan(60);
+    // Every answer names the version that holds exactly the value it sent.
+    const byVersion = new Map(res.map((r, i) => [r.body.version as number, { value: sent[i]!, masked: r.body.masked_key as string, fp: r.body.fingerprint as string }]));
+    const list = await t.api().get('/api/v1/admin/platform-keys/grouped/versions').expect(200);
+    for (const v of list.body.items as Array<{ version: number; fingerprint: string; masked_key: string }>) {
+      if (v.version === 1) continue;
+      expect(v.fingerprint).toBe(byVersion.get(v.version)!.fp);
+      expect(v.masked_key).toBe(`****${byVersion.get(v.version)!.value.slice(-4)}`);
+    }
+    const last = res.find((r) => r.body.version === 61)!;
+    const dec = await t.api().get('/api/v1/admin/platform-keys/grouped/decrypted').expect(200);
+    expect(dec.body.api_key).toBe(sent[res.indexOf(last)]);
+    const audit = await t.db.pool.query<{ version: number; request_id: string }>(
+      "SELECT version, request_id FROM audit_log WHERE target = 'platform_key/grouped' AND action = 'platform_key.put' AND version > 1 ORDER BY id",
+    );
+    expect(audit.rows.map((r) => r.version)).toEqual(Array.from({ length: 60 }, (_, i) => i + 2));
+    expect(audit.rows.find((r) => r.version === 61)!.request_id).toBe(`grouped-${res.indexOf(last)}`);
+    const verify = await t.api().get('/api/v1/admin/audit/verify').expect(200);
+    expect(verify.body.ok).toBe(true);
+  });
+
   it('two keys cannot claim one env var', async () => {
     const res = await t.api().put('/api/v1/admin/platform-keys/other').send({ api_key: KEY1, env_var: 'OPENROUTER_API_KEY' }).expect(409);
     expect(res.body.detail).toMatch(/OPENROUTER_API_KEY.*openrouter/);

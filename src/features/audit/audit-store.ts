@@ -59,29 +59,35 @@ export async function appendAudit(client: PoolClient, e: AuditEntry): Promise<vo
   await client.query(auditStatement(e));
 }
 
-/** The statement appendAudit runs, for callers that batch it with others (see withBatchedTransaction). */
-export function auditStatement(e: AuditEntry): Statement {
-  const { ctes, values } = auditCtes(e, 1);
-  return { text: `WITH ${ctes} SELECT 1`, values };
+/** An audit row as written: its fields, and the digest of its content (see contentDigest). */
+export interface AuditRowInput {
+  at: Date;
+  actor: string;
+  action: string;
+  target: string;
+  version: number | null;
+  request_id: string | null;
+  details: Record<string, unknown>;
+  digest: string;
 }
 
-/**
- * The append as CTEs (`audit_head_row`, `audit_appended`, `audit_moved`) with parameters numbered
- * from `first`, so that a caller can make it part of its own statement. With `onlyIf` (an SQL
- * condition) nothing is appended unless it holds.
- */
-export function auditCtes(e: AuditEntry, first: number, onlyIf = 'true'): { ctes: string; values: unknown[] } {
+export function auditRow(e: AuditEntry): AuditRowInput {
   const row = { at: new Date(), actor: e.actor, action: e.action, target: e.target, version: e.version ?? null, request_id: e.requestId ?? null, details: e.details ?? {} };
-  const p = (i: number): string => `$${first + i}`;
+  return { ...row, digest: contentDigest(row) };
+}
+
+/** The statement appendAudit runs, for callers that batch it with others (see withBatchedTransaction). */
+export function auditStatement(e: AuditEntry): Statement {
+  const row = auditRow(e);
   return {
-    ctes: `audit_head_row AS (SELECT hash FROM audit_head WHERE id = 1 AND ${onlyIf} FOR UPDATE),
-      audit_appended AS (
+    text: `WITH head AS (SELECT hash FROM audit_head WHERE id = 1 FOR UPDATE),
+      appended AS (
         INSERT INTO audit_log (at, actor, action, target, version, request_id, details, prev_hash, hash)
-        SELECT ${p(0)}::timestamptz, ${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}::int, ${p(5)}, ${p(6)}::jsonb, h.hash,
-               encode(sha256(convert_to(h.hash || ${p(7)}::text, 'UTF8')), 'hex') FROM audit_head_row h
-        RETURNING hash),
-      audit_moved AS (UPDATE audit_head SET hash = a.hash FROM audit_appended a WHERE audit_head.id = 1 RETURNING 1)`,
-    values: [row.at, row.actor, row.action, row.target, row.version, row.request_id, row.details, contentDigest(row)],
+        SELECT $1::timestamptz, $2, $3, $4, $5::int, $6, $7::jsonb, head.hash,
+               encode(sha256(convert_to(head.hash || $8::text, 'UTF8')), 'hex') FROM head
+        RETURNING hash)
+      UPDATE audit_head SET hash = a.hash FROM appended a WHERE audit_head.id = 1`,
+    values: [row.at, row.actor, row.action, row.target, row.version, row.request_id, row.details, row.digest],
   };
 }
 

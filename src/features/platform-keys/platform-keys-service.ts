@@ -4,7 +4,7 @@ import { type Fingerprinter, type Keyring, last4, maskKey } from '../../crypto/k
 import { platformKeyRef } from '../../crypto/secret-tables';
 import { Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed } from '../../http/errors';
 import type { RequestContext } from '../../http/principal';
-import { appendAudit, auditStatement } from '../audit/audit-store';
+import { appendAudit, auditRow, auditStatement } from '../audit/audit-store';
 import { KeyedMutex } from '../../keyed-mutex';
 import { PlatformKeysStore, type KeyRow, type VersionRow } from './platform-keys-store';
 
@@ -47,6 +47,14 @@ export function parseIfMatch(header: string | undefined): number | undefined {
 
 export const etag = (version: number): string => `"${version}"`;
 
+interface QueuedRotation {
+  value: string;
+  expiresAt: Date | null;
+  ctx: RequestContext;
+  resolve: (view: PlatformKeyView | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
 
 export function toView(r: KeyRow): PlatformKeyView {
@@ -66,8 +74,10 @@ export function toView(r: KeyRow): PlatformKeyView {
 export class PlatformKeysService {
   readonly store: PlatformKeysStore;
   private readonly writers = new KeyedMutex();
-  /** The head version this instance last wrote, per key (see rotateFast). */
+  /** The head version this instance last wrote, per key (see rotateBatch). */
   private readonly heads = new Map<string, { version: number; envVar: string }>();
+  /** Plain rotations waiting for their key's turn, written together (see drainRotations). */
+  private readonly rotations = new Map<string, QueuedRotation[]>();
 
   constructor(
     private readonly pool: Pool,
@@ -107,47 +117,94 @@ export class PlatformKeysService {
   async put(name: string, input: PutKeyInput, ctx: RequestContext, ifMatch?: number): Promise<PlatformKeyView> {
     if (input.validate) await this.validateKey(name, input.api_key);
     const expiresAt = input.expires_at ? new Date(input.expires_at) : null;
-    return this.writers.run(
-      name,
-      async () =>
-        (await this.rotateFast(name, input, expiresAt, ctx, ifMatch)) ??
-        this.writeVersion(name, ctx, ifMatch, 'platform_key.put', async () => ({ value: input.api_key, expiresAt, envVar: input.env_var })),
-    );
+    const head = this.heads.get(name);
+    // A plain rotation of a key this instance wrote before joins the key's rotation queue.
+    if (head && ifMatch === undefined && (input.env_var === undefined || input.env_var === head.envVar)) {
+      const view = await new Promise<PlatformKeyView | undefined>((resolve, reject) => this.enqueueRotation(name, { value: input.api_key, expiresAt, ctx, resolve, reject }));
+      if (view) return view;
+    }
+    return this.writers.run(name, () => this.writeVersion(name, ctx, ifMatch, 'platform_key.put', async () => ({ value: input.api_key, expiresAt, envVar: input.env_var })));
+  }
+
+  private enqueueRotation(name: string, r: QueuedRotation): void {
+    const queue = this.rotations.get(name);
+    if (queue) {
+      queue.push(r);
+      return;
+    }
+    this.rotations.set(name, [r]);
+    void this.writers.run(name, () => this.drainRotations(name));
   }
 
   /**
-   * The common case, a rotation of a key this instance wrote before: one statement, no explicit
-   * transaction, from the head version remembered here (the per-key mutex keeps it exact within this
-   * instance). Anything else, or a head another instance moved meanwhile, takes the locked path.
+   * Writes the rotations queued for a key, all that waited, in one statement (group commit: one
+   * round trip and one WAL flush for many rotations, each still its own version and audit row).
+   * A rotation answered `undefined` takes the locked path instead.
    */
-  private async rotateFast(name: string, input: PutKeyInput, expiresAt: Date | null, ctx: RequestContext, ifMatch: number | undefined): Promise<PlatformKeyView | undefined> {
+  private async drainRotations(name: string): Promise<void> {
+    for (;;) {
+      const queue = this.rotations.get(name)!;
+      if (queue.length === 0) {
+        this.rotations.delete(name);
+        return;
+      }
+      const batch = queue.splice(0, 200);
+      try {
+        const views = await this.rotateBatch(name, batch);
+        batch.forEach((r, i) => r.resolve(views?.[i]));
+      } catch (err) {
+        for (const r of batch) r.reject(err);
+      }
+    }
+  }
+
+  /** From the head version remembered here; undefined when another instance moved the head meanwhile. */
+  private async rotateBatch(name: string, batch: QueuedRotation[]): Promise<PlatformKeyView[] | undefined> {
     const head = this.heads.get(name);
-    if (!head || (ifMatch !== undefined && ifMatch !== head.version) || (input.env_var !== undefined && input.env_var !== head.envVar)) return undefined;
-    const version = head.version + 1;
-    const { jwe, kid } = await this.keyring.encrypt(input.api_key, platformKeyRef(name, version));
-    const fingerprint = this.fingerprints.of(input.api_key);
+    if (!head) return undefined;
+    const items = await Promise.all(
+      batch.map(async (r, i) => {
+        const version = head.version + 1 + i;
+        const { jwe, kid } = await this.keyring.encrypt(r.value, platformKeyRef(name, version));
+        const fingerprint = this.fingerprints.of(r.value);
+        const audit = auditRow({
+          actor: r.ctx.principal.actor,
+          action: 'platform_key.put',
+          target: `platform_key/${name}`,
+          version,
+          requestId: r.ctx.requestId,
+          details: { env_var: head.envVar, fingerprint, previous_version: version - 1 },
+        });
+        return { version, jwe, kid, fingerprint, last4: last4(r.value), expiresAt: r.expiresAt, createdBy: r.ctx.principal.actor, audit };
+      }),
+    );
     let row: KeyRow | undefined;
     try {
-      row = await this.store.rotate(
-        this.pool,
-        { name, envVar: head.envVar, version, prev: head.version, jwe, kid, fingerprint, last4: last4(input.api_key), expiresAt, createdBy: ctx.principal.actor },
-        { actor: ctx.principal.actor, action: 'platform_key.put', target: `platform_key/${name}`, version, requestId: ctx.requestId, details: { env_var: head.envVar, fingerprint, previous_version: head.version } },
-      );
+      row = await this.store.rotateMany(this.pool, { name, envVar: head.envVar, prev: head.version }, items);
     } catch (err) {
       // The statement is its own transaction: after a broken connection, look whether it committed
-      // (this exact version with this value) before anything is written again.
+      // (these exact versions with these values) before anything is written again.
       this.heads.delete(name);
       if (!isConnectionError(err)) throw err;
-      const landed = await withRetry(() => this.store.versionFingerprint(name, version));
-      if (landed === fingerprint) return this.get(name);
-      if (landed === undefined) return undefined;
-      throw new CommitOutcomeUnknown(err);
+      const landed = await withRetry(() => this.store.versionFingerprints(name, items[0]!.version, items[items.length - 1]!.version));
+      if (landed.size === 0) return undefined;
+      if (!items.every((it) => landed.get(it.version) === it.fingerprint)) throw new CommitOutcomeUnknown(err);
+      row = await this.store.get(name);
+      if (!row) throw new CommitOutcomeUnknown(err);
     }
     if (!row) {
       this.heads.delete(name);
       return undefined;
     }
-    return this.remember(toView(row));
+    const written = row;
+    this.remember(toView(written));
+    return items.map((it) => ({
+      ...toView(written),
+      masked_key: maskKey(it.last4),
+      fingerprint: it.fingerprint,
+      version: it.version,
+      expires_at: iso(it.expiresAt),
+    }));
   }
 
   private remember(view: PlatformKeyView): PlatformKeyView {

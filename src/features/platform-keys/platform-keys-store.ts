@@ -1,6 +1,6 @@
 import type { Pool, PoolClient, Statement } from '../../db/pool';
 import type { StoredJwe } from '../../crypto/keyring';
-import { auditCtes, type AuditEntry } from '../audit/audit-store';
+import type { AuditRowInput } from '../audit/audit-store';
 
 export interface KeyRow {
   name: string;
@@ -100,31 +100,65 @@ export class PlatformKeysStore {
   }
 
   /**
-   * A rotation as one statement (so one round trip, atomic on its own): the new version, the head
-   * moved to it only if it is still at `prev`, and the audit row only if it was. No row back: the
-   * key is not at `prev` any more (another instance wrote it) or is gone.
+   * Rotations of one key as one statement (one round trip, atomic on its own): versions prev+1 ..
+   * prev+k, the head moved to the last only if it is still at `prev`, and one audit row per
+   * version, chained in order from the chain's head (sha256(prev_hash || digest), as auditHash
+   * computes it). No row back: the key is not at `prev` any more (another instance wrote it) or is gone.
    */
-  async rotate(
+  async rotateMany(
     pool: Pool,
-    v: { name: string; envVar: string; version: number; prev: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expiresAt: Date | null; createdBy: string },
-    audit: AuditEntry,
+    key: { name: string; envVar: string; prev: number },
+    items: Array<{ version: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expiresAt: Date | null; createdBy: string; audit: AuditRowInput }>,
   ): Promise<KeyRow | undefined> {
-    const a = auditCtes(audit, 11, 'EXISTS (SELECT 1 FROM h)');
-    const { rows } = await pool.query<KeyRow>(
-      `WITH h AS (UPDATE platform_keys SET current_version = $3::int, expires_at = $4::timestamptz, updated_at = now()
-                  WHERE name = $1 AND env_var = $2 AND current_version = $10::int RETURNING *),
-            v AS (INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by)
-                  SELECT h.name, $3::int, $5::jsonb, $6, $7, $8, $4::timestamptz, $9 FROM h RETURNING fingerprint, last4, kid),
-            ${a.ctes}
-       SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, v.fingerprint, v.last4, v.kid FROM h, v`,
-      [v.name, v.envVar, v.version, v.expiresAt, v.jwe, v.kid, v.fingerprint, v.last4, v.createdBy, v.prev, ...a.values],
+    const last = items[items.length - 1]!;
+    const rows = items.map((it, i) => ({
+      i: i + 1,
+      version: it.version,
+      jwe: it.jwe,
+      kid: it.kid,
+      fingerprint: it.fingerprint,
+      last4: it.last4,
+      expires_at: it.expiresAt?.toISOString() ?? null,
+      created_by: it.createdBy,
+      at: it.audit.at.toISOString(),
+      actor: it.audit.actor,
+      action: it.audit.action,
+      target: it.audit.target,
+      request_id: it.audit.request_id,
+      details: it.audit.details,
+      digest: it.audit.digest,
+    }));
+    const { rows: out } = await pool.query<KeyRow>(
+      `WITH RECURSIVE
+         h AS (UPDATE platform_keys SET current_version = $4::int, expires_at = $5::timestamptz, updated_at = now()
+               WHERE name = $1 AND env_var = $2 AND current_version = $3::int RETURNING *),
+         x AS (SELECT * FROM jsonb_to_recordset($6::jsonb) AS x(i int, version int, jwe jsonb, kid text, fingerprint text, last4 text,
+               expires_at timestamptz, created_by text, at timestamptz, actor text, action text, target text, request_id text, details jsonb, digest text)),
+         v AS (INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by)
+               SELECT h.name, x.version, x.jwe, x.kid, x.fingerprint, x.last4, x.expires_at, x.created_by FROM h, x RETURNING version),
+         head AS (SELECT hash FROM audit_head WHERE id = 1 AND EXISTS (SELECT 1 FROM h) FOR UPDATE),
+         chain (i, prev_hash, hash) AS (
+           SELECT 1, head.hash, encode(sha256(convert_to(head.hash || x.digest, 'UTF8')), 'hex') FROM head JOIN x ON x.i = 1
+           UNION ALL
+           SELECT c.i + 1, c.hash, encode(sha256(convert_to(c.hash || x.digest, 'UTF8')), 'hex') FROM chain c JOIN x ON x.i = c.i + 1),
+         appended AS (INSERT INTO audit_log (at, actor, action, target, version, request_id, details, prev_hash, hash)
+               SELECT x.at, x.actor, x.action, x.target, x.version, x.request_id, x.details, c.prev_hash, c.hash
+               FROM chain c JOIN x ON x.i = c.i ORDER BY c.i RETURNING 1),
+         moved AS (UPDATE audit_head SET hash = (SELECT hash FROM chain ORDER BY i DESC LIMIT 1) WHERE id = 1 AND EXISTS (SELECT 1 FROM head))
+       SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, $7::text AS fingerprint, $8::text AS last4, $9::text AS kid
+       FROM h WHERE (SELECT count(*) FROM v) = $10::int`,
+      [key.name, key.envVar, key.prev, last.version, last.expiresAt, JSON.stringify(rows), last.fingerprint, last.last4, last.kid, items.length],
     );
-    return rows[0];
+    return out[0];
   }
 
-  async versionFingerprint(name: string, version: number): Promise<string | undefined> {
-    const { rows } = await this.pool.query<{ fingerprint: string }>('SELECT fingerprint FROM platform_key_versions WHERE name = $1 AND version = $2', [name, version]);
-    return rows[0]?.fingerprint;
+  /** The fingerprints of versions `from`..`to` that exist. */
+  async versionFingerprints(name: string, from: number, to: number): Promise<Map<number, string>> {
+    const { rows } = await this.pool.query<{ version: number; fingerprint: string }>(
+      'SELECT version, fingerprint FROM platform_key_versions WHERE name = $1 AND version BETWEEN $2 AND $3',
+      [name, from, to],
+    );
+    return new Map(rows.map((r) => [r.version, r.fingerprint]));
   }
 
   async envVarOwner(c: PoolClient, envVar: string): Promise<string | undefined> {
