@@ -57,15 +57,22 @@ describe('check command', () => {
     const r = await runCheckCommand(`sleep 30 & echo $! > ${pidFile}; echo waiting >&2; wait`, paths(), { timeoutMs: 300, mask });
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(r).toMatchObject({ ok: false, stage: 'command', timedOut: true, message: 'the check command timed out after 300 ms', stderrTail: 'waiting' });
-    // Killed, the background child is gone or a zombie waiting for init to reap it.
+    // Killed, the background child is gone or a zombie waiting for init to reap it. SIGKILL is
+    // delivered asynchronously, so it may still be on its way out for a moment.
     const bg = Number(readFileSync(pidFile, 'utf8'));
-    const state = (() => {
+    const stateOf = (): string => {
       try {
-        return readFileSync(`/proc/${bg}/stat`, 'utf8').split(') ')[1]![0];
+        return readFileSync(`/proc/${bg}/stat`, 'utf8').split(') ')[1]![0]!;
       } catch {
         return 'gone';
       }
-    })();
+    };
+    const deadline = Date.now() + 2000;
+    let state = stateOf();
+    while (!['gone', 'Z', 'X'].includes(state) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+      state = stateOf();
+    }
     expect(['gone', 'Z', 'X']).toContain(state);
   });
 });
