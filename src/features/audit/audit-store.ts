@@ -60,16 +60,7 @@ export async function appendAudit(client: PoolClient, e: AuditEntry): Promise<vo
 }
 
 /** An audit row as written: its fields, and the digest of its content (see contentDigest). */
-export interface AuditRowInput {
-  at: Date;
-  actor: string;
-  action: string;
-  target: string;
-  version: number | null;
-  request_id: string | null;
-  details: Record<string, unknown>;
-  digest: string;
-}
+export type AuditRowInput = Omit<AuditRow, 'id' | 'prev_hash' | 'hash'> & { digest: string };
 
 export function auditRow(e: AuditEntry): AuditRowInput {
   const row = { at: new Date(), actor: e.actor, action: e.action, target: e.target, version: e.version ?? null, request_id: e.requestId ?? null, details: e.details ?? {} };
