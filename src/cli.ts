@@ -131,7 +131,6 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
     case 'render': {
       const kp = await createKeyplane({ ...settings, logLevel: 'warn' }, { listen: false, logStream: process.stderr });
       try {
-        if (!kp.renderOnce) throw new UsageError('render is not available in this build');
         const r = await kp.renderOnce({ dryRun: Boolean(values['dry-run']) });
         out(typeof r === 'string' ? r : JSON.stringify(r, null, 2));
       } finally {

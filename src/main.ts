@@ -80,7 +80,7 @@ export interface Keyplane {
   /** `http://host:port` of the admin API when listening. */
   url?: string;
   /** Renders LiteLLM's files once (the `render` command); dry-run shows what would change. */
-  renderOnce?: (opts: { dryRun: boolean }) => Promise<unknown>;
+  renderOnce: (opts: { dryRun: boolean }) => Promise<unknown>;
   stop(): Promise<void>;
 }
 

@@ -15,9 +15,8 @@ export type RoundTrigger = 'first' | 'schedule' | 'manual';
 /** A key shorter-lived than this shows as expiring, in the health list and in metrics. */
 export const EXPIRING_WITHIN_MS = 14 * 86_400_000;
 
-export interface ProviderResult {
-  slug: string;
-  kind: string;
+/** What one probe of a provider or of LiteLLM found, and the status it left after hysteresis. */
+interface ProbeOutcome {
   status: HealthStatus;
   reason: string;
   previous_status: HealthStatus;
@@ -27,21 +26,17 @@ export interface ProviderResult {
   http_status: number | null;
   detail: string;
   checked_at: string;
+}
+
+export interface ProviderResult extends ProbeOutcome {
+  slug: string;
+  kind: string;
   key: { name: string; version: number | null; fingerprint: string | null };
 }
 
-export interface LitellmResult {
+export interface LitellmResult extends ProbeOutcome {
   url: string;
-  status: HealthStatus;
-  reason: string;
-  previous_status: HealthStatus;
-  changed: boolean;
-  observed: { status: HealthStatus; reason: HealthReason };
-  latency_ms: number | null;
-  http_status: number | null;
-  detail: string;
   version: string | null;
-  checked_at: string;
 }
 
 export interface RoundResult {

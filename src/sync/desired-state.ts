@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool';
+import type { ModelRow } from '../features/models/models-service';
 import type { PlatformKeysService } from '../features/platform-keys/platform-keys-service';
 
 /** A platform key as the renderer needs it. `value` is the secret: it goes to the env file only. */
@@ -53,17 +54,7 @@ export async function loadDesiredState(pool: Pool, platformKeys: PlatformKeysSer
     const providers = await client.query<{ slug: string; kind: string; api_base: string | null; key_name: string; enabled: boolean }>(
       'SELECT slug, kind, api_base, key_name, enabled FROM providers ORDER BY slug',
     );
-    const models = await client.query<{
-      id: string;
-      model_name: string;
-      provider: string;
-      model: string;
-      api_base: string | null;
-      rpm: number | null;
-      tpm: number | null;
-      litellm_params: Record<string, unknown>;
-      model_info: Record<string, unknown>;
-    }>('SELECT id, model_name, provider, model, api_base, rpm, tpm, litellm_params, model_info FROM models ORDER BY model_name, created_at, id');
+    const models = await client.query<Omit<ModelRow, 'created_at' | 'updated_at'>>('SELECT id, model_name, provider, model, api_base, rpm, tpm, litellm_params, model_info FROM models ORDER BY model_name, created_at, id');
     const routing = await client.query<{ aliases: Record<string, string>; fallbacks: Record<string, string[]> }>('SELECT aliases, fallbacks FROM routing WHERE id = 1');
     await client.query('COMMIT');
     return {

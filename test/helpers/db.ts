@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { createPool, type Pool } from '../../src/db/pool';
-import { TEMPLATE_DB } from './db-constants';
+
+/** The migrated database every test database is cloned from (made by the global setup). */
+export const TEMPLATE_DB = 'keyplane_template';
 
 export function adminUrl(): string {
   const url = process.env.KEYPLANE_TEST_ADMIN_URL;

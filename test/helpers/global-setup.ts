@@ -6,8 +6,7 @@ import { startEmbeddedPostgres } from '../../src/db/embedded';
 import { createPool } from '../../src/db/pool';
 import { migrate } from '../../src/db/migrator';
 import { createLogger, SecretRegistry } from '../../src/log';
-import { TEMPLATE_DB } from './db-constants';
-import { withDatabase } from './db';
+import { TEMPLATE_DB, withDatabase } from './db';
 
 /**
  * One Postgres for the whole run: KEYPLANE_TEST_DATABASE_URL if given, else an embedded cluster in

@@ -25,7 +25,8 @@ export interface ModelView extends Required<Omit<ModelInput, 'api_base' | 'rpm' 
   updated_at: string;
 }
 
-interface Row {
+/** A row of `models` as Postgres returns it. */
+export interface ModelRow {
   id: string;
   model_name: string;
   provider: string;
@@ -39,7 +40,7 @@ interface Row {
   updated_at: Date;
 }
 
-const view = (r: Row): ModelView => ({
+const view = (r: ModelRow): ModelView => ({
   id: r.id,
   model_name: r.model_name,
   provider: r.provider,
@@ -61,12 +62,12 @@ export class ModelsService {
     const args: unknown[] = [];
     if (filter.provider) where.push(`provider = $${args.push(filter.provider)}`);
     if (filter.model_name) where.push(`model_name = $${args.push(filter.model_name)}`);
-    const { rows } = await this.pool.query<Row>(`SELECT * FROM models ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY model_name, created_at, id`, args);
+    const { rows } = await this.pool.query<ModelRow>(`SELECT * FROM models ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY model_name, created_at, id`, args);
     return rows.map(view);
   }
 
   async get(id: string): Promise<ModelView> {
-    const r = (await this.pool.query<Row>('SELECT * FROM models WHERE id = $1', [id])).rows[0];
+    const r = (await this.pool.query<ModelRow>('SELECT * FROM models WHERE id = $1', [id])).rows[0];
     if (!r) throw new NotFound(`model ${id}`);
     return view(r);
   }
@@ -75,7 +76,7 @@ export class ModelsService {
     const id = randomUUID();
     return withTransaction(this.pool, async (c) => {
       await this.assertProvider(c, input.provider);
-      const { rows } = await c.query<Row>(
+      const { rows } = await c.query<ModelRow>(
         `INSERT INTO models (id, model_name, provider, model, api_base, rpm, tpm, litellm_params, model_info)
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING *`,
         [id, input.model_name, input.provider, input.model, input.api_base ?? null, input.rpm ?? null, input.tpm ?? null, input.litellm_params ?? {}, input.model_info ?? {}],
@@ -88,7 +89,7 @@ export class ModelsService {
   async replace(id: string, input: ModelInput, ctx: RequestContext): Promise<ModelView> {
     return withTransaction(this.pool, async (c) => {
       await this.assertProvider(c, input.provider);
-      const { rows } = await c.query<Row>(
+      const { rows } = await c.query<ModelRow>(
         `UPDATE models SET model_name = $2, provider = $3, model = $4, api_base = $5, rpm = $6, tpm = $7, litellm_params = $8, model_info = $9, updated_at = now()
          WHERE id = $1 RETURNING *`,
         [id, input.model_name, input.provider, input.model, input.api_base ?? null, input.rpm ?? null, input.tpm ?? null, input.litellm_params ?? {}, input.model_info ?? {}],

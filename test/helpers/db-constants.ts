@@ -1,1 +1,0 @@
-export const TEMPLATE_DB = 'keyplane_template';
