@@ -19,6 +19,10 @@ export interface Settings {
   adminToken?: string;
   jwtSecret?: string;
   jwksUrl?: string;
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  /** Addresses (IPs, CIDRs, or loopback/linklocal/uniquelocal) of proxies whose X-Forwarded-For is believed. */
+  trustedProxies: string[];
   outputDir: string;
   baseConfig?: string;
   syncWait: { minMs: number; maxMs: number };
@@ -144,6 +148,9 @@ const DEFS = [
     return r;
   }, true),
   d('jwksUrl', 'KEYPLANE_JWKS_URL', url),
+  d('jwtIssuer', 'KEYPLANE_JWT_ISSUER', str),
+  d('jwtAudience', 'KEYPLANE_JWT_AUDIENCE', str),
+  d('trustedProxies', 'KEYPLANE_TRUSTED_PROXIES', list),
   d('outputDir', 'KEYPLANE_OUTPUT_DIR', (r) => path.resolve(r)),
   d('baseConfig', 'KEYPLANE_BASE_CONFIG', (r) => path.resolve(r)),
   d('syncWait', 'KEYPLANE_SYNC_WAIT', parseSyncWait),
@@ -186,6 +193,7 @@ function defaults(): Settings {
     reload: 'none',
     reloadTimeoutMs: 60_000,
     dockerContainers: [],
+    trustedProxies: [],
     dockerMode: 'recreate',
     dockerStopTimeoutS: 10,
     readyTimeoutMs: 60_000,

@@ -158,6 +158,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
         reload: (req) => queue.submit(req),
         reloadStatus: () => queue.status(),
         registry: metrics.registry,
+        digest: (text) => fingerprints.of(text),
       });
       const leader = sync.leader;
       prober = new Prober({ store: health, keys: platformKeys, log, settings, registry: metrics.registry, emitter: events, alerter, shouldRun: () => leader.isLeader });
@@ -189,7 +190,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
 
     const kp: Keyplane = {
       settings, log, secrets, metrics, pool, keyring, platformKeys, providers, models, tokens, audit, routes, events, sync, reloads, prober, health,
-      renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings }, o),
+      renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings, digest: (text) => fingerprints.of(text) }, o),
       stop: async () => {
         log.info('stopping');
         await stopAll(stoppers, log);

@@ -11,6 +11,7 @@ import { LitellmApiReloader } from '../src/reload/litellm-api';
 import type { ReloadRequest } from '../src/reload/reloader';
 import type { DesiredModel, DesiredState } from '../src/sync/desired-state';
 import { FakeLitellm } from './helpers/fake-litellm';
+import { approvalsFor } from './helpers/state';
 import { startTestApp, type TestApp } from './helpers/app';
 
 const fingerprints = new Fingerprinter(randomBytes(32));
@@ -30,7 +31,7 @@ const M_GROQ = randomUUID();
 const M_FIREWORKS = randomUUID();
 
 function baseState(): DesiredState {
-  return {
+  const state: DesiredState = {
     keys: [
       key('openai', 'OPENAI_API_KEY', `sk-openai-${randomBytes(16).toString('hex')}`),
       key('anthropic', 'ANTHROPIC_API_KEY', `sk-ant-${randomBytes(16).toString('hex')}`),
@@ -50,7 +51,11 @@ function baseState(): DesiredState {
       model(M_FIREWORKS, 'fw-llama', 'fireworks', 'llama-v3-70b'),
     ],
     routing: { aliases: {}, fallbacks: {} },
+    approvals: [],
+    authRequired: false,
   };
+  state.approvals = approvalsFor(state.providers, state.models);
+  return state;
 }
 
 function request(state: DesiredState, revision: number, env: Record<string, string> = { LITELLM_MASTER_KEY: MASTER }): ReloadRequest {

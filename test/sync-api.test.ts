@@ -81,12 +81,14 @@ describe('sync through the admin API', () => {
     await request(syncUrl).get('/api/v1/admin/sync').expect(401);
     const res = await as('viewer').get('/api/v1/admin/sync').expect(200);
     const { createHash } = await import('node:crypto');
-    const onDisk = createHash('sha256').update(readFileSync(envFile())).digest('hex');
+    const plain = createHash('sha256').update(readFileSync(envFile())).digest('hex');
+    // A keyed digest: the same for the same bytes, and no plain hash of the secrets anywhere.
+    const keyed = t.kp.platformKeys.fingerprint(readFileSync(envFile(), 'utf8'));
     expect(res.body).toMatchObject({
       instance: t.settings.instanceId,
       leader: { instance: t.settings.instanceId, this_instance: true },
-      files: { 'litellm.env': { exists: true, sha256: onDisk, path: envFile() } },
-      revision: { env_sha256: onDisk, revision: expect.any(Number), changed_keys: expect.any(Array) },
+      files: { 'litellm.env': { exists: true, digest: keyed, path: envFile() } },
+      revision: { env_digest: keyed, revision: expect.any(Number), changed_keys: expect.any(Array) },
       last_render: { status: expect.stringMatching(/changed|unchanged/), error: null },
       pending: { changes: 0, since: null },
     });
@@ -95,6 +97,7 @@ describe('sync through the admin API', () => {
     const again = await as('viewer').get('/api/v1/admin/sync').expect(200);
     expect(again.body.last_reload).toMatchObject({ reloader: 'none', last: { revision: res.body.revision.revision, status: 'skipped' } });
     for (const v of values) expect(JSON.stringify(res.body)).not.toContain(v);
+    expect(JSON.stringify(res.body)).not.toContain(plain);
   });
 
   it('POST /sync needs operator; renders now; force_reload hands the files to reload; it is audited', async () => {
@@ -140,7 +143,7 @@ describe('sync through the admin API', () => {
     expect(next.body.items[0]).toEqual({
       revision: numbers[2],
       config_sha256: expect.stringMatching(/^[0-9a-f]{64}$/),
-      env_sha256: expect.stringMatching(/^[0-9a-f]{64}$/),
+      env_digest: expect.stringMatching(/^hmac-sha256:[0-9a-f]{32}$/),
       changed_files: expect.any(Array),
       trigger: expect.any(String),
       changed_keys: expect.any(Array),

@@ -6,6 +6,7 @@ import type { DesiredState } from '../src/sync/desired-state';
 import { lineDiff } from '../src/sync/diff';
 import { maskConfigText, maskEnvText } from '../src/sync/masking';
 import { render } from '../src/sync/renderer';
+import { isKeyChar } from '../src/key-rules';
 import { emitYaml } from '../src/sync/yaml-emitter';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'sync');
@@ -170,9 +171,9 @@ describe('renderer', () => {
     const docker = parseDockerEnv(r.envFile);
     expect(systemd).toEqual(r.env);
     expect(docker).toEqual(r.env);
-    expect(Object.keys(r.env)).toHaveLength(6);
+    expect(Object.keys(r.env)).toHaveLength(7);
     // Every character the API allows in a key survives both parsers unchanged.
-    const allowed = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).filter((c) => !/[\s"'`\\$]/.test(c)).join('');
+    const allowed = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).filter((c) => isKeyChar(c.charCodeAt(0))).join('');
     const s = state();
     s.keys = [{ name: 'odd', envVar: 'ODD_API_KEY', version: 1, value: `x${allowed}`, fingerprint: 'f', expiresAt: null }];
     const odd = render(s, {}, { modelsInConfig: true });

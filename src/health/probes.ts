@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { KIND_DEFAULTS, type ProbeStyle } from '../destinations';
 import https from 'node:https';
 import { performance } from 'node:perf_hooks';
 
@@ -54,22 +55,10 @@ export interface ProbeOptions {
   now?: () => Date;
 }
 
-type Style = 'openai' | 'openrouter' | 'anthropic' | 'gemini' | 'azure' | 'ollama';
+type Style = ProbeStyle;
 
 /** The public API base per provider kind, used when `providers.api_base` is null. */
-export const DEFAULT_API_BASES: Record<string, { base: string; style: Style }> = {
-  openai: { base: 'https://api.openai.com/v1', style: 'openai' },
-  openrouter: { base: 'https://openrouter.ai/api/v1', style: 'openrouter' },
-  groq: { base: 'https://api.groq.com/openai/v1', style: 'openai' },
-  together_ai: { base: 'https://api.together.xyz/v1', style: 'openai' },
-  fireworks_ai: { base: 'https://api.fireworks.ai/inference/v1', style: 'openai' },
-  mistral: { base: 'https://api.mistral.ai/v1', style: 'openai' },
-  deepseek: { base: 'https://api.deepseek.com', style: 'openai' },
-  xai: { base: 'https://api.x.ai/v1', style: 'openai' },
-  anthropic: { base: 'https://api.anthropic.com', style: 'anthropic' },
-  gemini: { base: 'https://generativelanguage.googleapis.com/v1beta', style: 'gemini' },
-  ollama: { base: 'http://127.0.0.1:11434', style: 'ollama' },
-};
+export const DEFAULT_API_BASES = KIND_DEFAULTS;
 
 // Kinds with their own wire format even behind a custom api_base (azure has no public default).
 const STYLE_OF_KIND: Record<string, Style> = { azure: 'azure' };

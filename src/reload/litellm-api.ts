@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from '../log';
+import { MASTER_KEY_NAME } from '../key-rules';
 import { scrubSecrets } from '../secret-params';
 import { displayUrl } from '../url';
 import type { DesiredState } from '../sync/desired-state';
+import { eligibility, type Eligibility } from '../sync/eligibility';
 import { LitellmApiError, LitellmClient, type CredentialView, type ModelPatch, type ModelView, type NewCredential, type NewModel } from '../litellm/client';
 import type { Reloader, ReloadRequest, ReloadResult } from './reloader';
 
@@ -88,7 +90,7 @@ export class LitellmApiReloader implements Reloader {
       return { status: 'failed', error, targets: [{ target: this.target, status: 'failed', startedAt, finishedAt: new Date(), error }] };
     };
     // The stored key is found by its name, whatever env var it was given.
-    const masterKey = this.opts.masterKey ?? req.state.keys.find((k) => k.name === 'litellm_master_key')?.value;
+    const masterKey = this.opts.masterKey ?? req.state.keys.find((k) => k.name === MASTER_KEY_NAME)?.value;
     if (!masterKey) {
       return fail('no LiteLLM master key: set KEYPLANE_LITELLM_MASTER_KEY, or store the litellm_master_key platform key');
     }
@@ -167,8 +169,9 @@ async function execute(client: LitellmClient, plan: Plan): Promise<{ counts: { c
 /** Compares what keyplane wants with what LiteLLM has, and lists the writes that close the gap. */
 export function planReconcile(state: DesiredState, existingCredentials: CredentialView[], existingModels: ModelView[]): Plan {
   const plan: Plan = { credentials: [], models: [], credentialDeletes: [], conflicts: [] };
-  const wantedCredentials = desiredCredentials(state);
-  const wantedModels = desiredModels(state, wantedCredentials);
+  const elig = eligibility(state);
+  const wantedCredentials = desiredCredentials(state, elig);
+  const wantedModels = desiredModels(state, wantedCredentials, elig);
 
   const haveCredentials = new Map(existingCredentials.map((c) => [c.credential_name, c]));
   const blocked = new Set<string>();
@@ -245,39 +248,34 @@ export function planReconcile(state: DesiredState, existingCredentials: Credenti
   return plan;
 }
 
-/** One credential per platform key that an active provider uses; the first provider (by slug) names its kind and base. */
-export function desiredCredentials(state: DesiredState): Map<string, DesiredCredential> {
-  const keys = new Map(state.keys.map((k) => [k.name, k]));
+/**
+ * One credential per platform key that an eligible deployment uses (see eligibility: approved
+ * destinations only). It holds the key alone: each model carries its own api_base, so a credential
+ * never moves a key to another host.
+ */
+export function desiredCredentials(state: DesiredState, elig: Eligibility = eligibility(state)): Map<string, DesiredCredential> {
   const out = new Map<string, DesiredCredential>();
-  for (const p of [...state.providers].sort((a, b) => a.slug.localeCompare(b.slug))) {
-    if (!p.enabled) continue;
-    const key = keys.get(p.keyName);
-    const name = credentialName(p.keyName);
-    if (!key || out.has(name)) continue;
-    const values: Record<string, string> = { api_key: key.value };
+  const bySlug = [...elig.deployments].sort((a, b) => (a.provider.slug < b.provider.slug ? -1 : a.provider.slug > b.provider.slug ? 1 : 0));
+  for (const { key, provider } of bySlug) {
+    const name = credentialName(key.name);
+    if (out.has(name)) continue;
     // The key's HMAC fingerprint stands for it: it changes with the value and reveals nothing.
     const digests: Digests = { api_key: key.fingerprint };
-    if (p.apiBase) {
-      values.api_base = p.apiBase;
-      digests.api_base = digest(p.apiBase);
-    }
-    const info = { custom_llm_provider: p.kind, description: MANAGED_DESCRIPTION, keyplane_managed: true, keyplane_digests: digests };
-    out.set(name, { name, values, info, digests });
+    const info = { custom_llm_provider: provider.kind, description: MANAGED_DESCRIPTION, keyplane_managed: true, keyplane_digests: digests };
+    out.set(name, { name, values: { api_key: key.value }, info, digests });
   }
   return out;
 }
 
 /**
- * Every model whose provider is active and has its key, referencing that key's credential; like
- * the renderer, a model without a key is left out rather than sent to the provider without one.
+ * Every eligible deployment (as the renderer has them), referencing its key's credential; a model
+ * without an approved, usable key is left out rather than sent anywhere without one.
  */
-export function desiredModels(state: DesiredState, credentials: Map<string, DesiredCredential>): Map<string, DesiredLitellmModel> {
-  const providers = new Map(state.providers.map((p) => [p.slug, p]));
+export function desiredModels(state: DesiredState, credentials: Map<string, DesiredCredential>, elig: Eligibility = eligibility(state)): Map<string, DesiredLitellmModel> {
   const out = new Map<string, DesiredLitellmModel>();
-  for (const m of state.models) {
-    const p = providers.get(m.provider);
-    const cred = p?.enabled ? credentials.get(credentialName(p.keyName)) : undefined;
-    if (!p || !cred) continue;
+  for (const { model: m, provider: p, key } of elig.deployments) {
+    const cred = credentials.get(credentialName(key.name));
+    if (!cred) continue;
     const params: Record<string, unknown> = { model: `${p.kind}/${m.model}`, litellm_credential_name: cred.name };
     const apiBase = m.apiBase ?? p.apiBase;
     if (apiBase) params.api_base = apiBase;

@@ -1,6 +1,7 @@
 import type { Pool, PoolClient } from '../db/pool';
 import type { ModelRow } from '../features/models/models-service';
 import type { PlatformKeysService } from '../features/platform-keys/platform-keys-service';
+import type { Approval } from '../destinations';
 
 /** A platform key as the renderer needs it. `value` is the secret: it goes to the env file only. */
 export interface DesiredKey {
@@ -43,6 +44,10 @@ export interface DesiredState {
   providers: DesiredProvider[];
   models: DesiredModel[];
   routing: DesiredRouting;
+  /** The (key, destination) pairs an admin approved; no other pair is rendered, probed or sent. */
+  approvals: Approval[];
+  /** LiteLLM's config has had a master key: rendering one without it fails closed. */
+  authRequired: boolean;
 }
 
 /** Reads the whole desired state in one REPEATABLE READ snapshot (a notification is only a nudge). */
@@ -56,6 +61,8 @@ export async function loadDesiredState(pool: Pool, platformKeys: PlatformKeysSer
     );
     const models = await client.query<Omit<ModelRow, 'created_at' | 'updated_at'>>('SELECT id, model_name, provider, model, api_base, rpm, tpm, litellm_params, model_info FROM models ORDER BY model_name, created_at, id');
     const routing = await client.query<{ aliases: Record<string, string>; fallbacks: Record<string, string[]> }>('SELECT aliases, fallbacks FROM routing WHERE id = 1');
+    const approvals = await client.query<{ key_name: string; destination: string }>('SELECT key_name, destination FROM key_destinations');
+    const sync = await client.query<{ auth_required: boolean }>('SELECT auth_required FROM sync_state WHERE id = 1');
     await client.query('COMMIT');
     return {
       keys: secrets.map((s) => ({ name: s.name, envVar: s.env_var, version: s.version, value: s.value, fingerprint: s.fingerprint, expiresAt: s.expires_at })),
@@ -72,6 +79,8 @@ export async function loadDesiredState(pool: Pool, platformKeys: PlatformKeysSer
         modelInfo: m.model_info,
       })),
       routing: routing.rows[0] ?? { aliases: {}, fallbacks: {} },
+      approvals: approvals.rows.map((a) => ({ keyName: a.key_name, destination: a.destination })),
+      authRequired: sync.rows[0]?.auth_required ?? false,
     };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);

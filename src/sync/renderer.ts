@@ -1,27 +1,34 @@
 import { createHash } from 'node:crypto';
+import { MASTER_KEY_ENV, MASTER_KEY_NAME } from '../key-rules';
 import { scrubSecrets } from '../secret-params';
 import type { BaseConfig } from './base-config';
 import type { DesiredKey, DesiredModel, DesiredProvider, DesiredState } from './desired-state';
+import { eligibility, holdsSecret, type KeyWarning, type SkippedDeployment } from './eligibility';
 import { emitYaml } from './yaml-emitter';
+
+export type { SkippedDeployment, SkipReason } from './eligibility';
+export { MASTER_KEY_ENV, MASTER_KEY_NAME } from '../key-rules';
 
 export interface RenderOptions {
   /** False with KEYPLANE_RELOAD=litellm-api: managed models then live in LiteLLM's database. */
   modelsInConfig: boolean;
 }
 
-export type SkipReason = 'provider_disabled' | 'no_key' | 'unknown_provider';
-
-/** A deployment left out of `model_list`, reported in the sync status. */
-export interface SkippedDeployment {
-  id: string;
-  model_name: string;
-  provider: string;
-  reason: SkipReason;
-}
-
 export type RenderWarning =
   | { kind: 'secret_param_dropped'; model_id: string; param: string }
-  | { kind: 'unsafe_env_value'; key: string; env_var: string };
+  | { kind: 'routing_entry_dropped'; section: 'aliases' | 'fallbacks' }
+  | KeyWarning;
+
+/**
+ * The state cannot be rendered safely: LiteLLM would start without authentication. Not a bug in
+ * the renderer: the message says what to change.
+ */
+export class RenderRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RenderRefused';
+  }
+}
 
 /** Per platform key what identifies its value without being it. */
 export interface KeySnapshot {
@@ -41,6 +48,8 @@ export interface Rendered {
   skipped: SkippedDeployment[];
   warnings: RenderWarning[];
   keys: Record<string, KeySnapshot>;
+  /** general_settings.master_key points at a managed key (from now on, a render without one fails). */
+  usesMasterKey: boolean;
 }
 
 /** LiteLLM's own api_base for each kind (the values seeded in 001_init.sql); rendering one is noise. */
@@ -54,12 +63,6 @@ export const DEFAULT_API_BASES: Readonly<Record<string, string>> = {
   fireworks_ai: 'https://api.fireworks.ai/inference/v1',
 };
 
-export const MASTER_KEY_NAME = 'litellm_master_key';
-export const MASTER_KEY_ENV = 'LITELLM_MASTER_KEY';
-
-// The API already restricts values to this; a row written around the API must still not break the file.
-const SAFE_ENV_VALUE = /^[!#%&(-[\]-_a-~]+$/;
-
 const CONFIG_HEADER =
   '# Rendered by keyplane: edits here are overwritten. Change the database, or KEYPLANE_BASE_CONFIG.\n' +
   '# Secrets appear only as os.environ/<VAR> references, resolved from litellm.env.\n';
@@ -67,7 +70,12 @@ const ENV_HEADER = '# Rendered by keyplane: one VAR=value line per platform key.
 
 export const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
-const trimSlash = (u: string): string => u.replace(/\/+$/, '');
+/** Without trailing slashes (a loop: `/\/+$/` backtracks quadratically on a run of slashes). */
+export function trimSlash(u: string): string {
+  let end = u.length;
+  while (end > 0 && u.charCodeAt(end - 1) === 47) end--;
+  return u.slice(0, end);
+}
 
 /** JSON values with every mapping's keys sorted, so the same data always gives the same bytes. */
 function canonical(value: unknown): unknown {
@@ -118,46 +126,40 @@ function sortedEntries<T>(obj: Record<string, T>): Array<[string, T]> {
  */
 export function render(state: DesiredState, base: BaseConfig, opts: RenderOptions): Rendered {
   const warnings: RenderWarning[] = [];
-  const skipped: SkippedDeployment[] = [];
-
-  const usableKeys = new Map<string, DesiredKey>();
+  const { usableKeys, deployments, skipped, keyWarnings, secretValues } = eligibility(state);
+  warnings.push(...keyWarnings);
   const keys: Record<string, KeySnapshot> = {};
-  for (const k of [...state.keys].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    keys[k.name] = { env_var: k.envVar, version: k.version, fingerprint: k.fingerprint };
-    if (SAFE_ENV_VALUE.test(k.value)) usableKeys.set(k.name, k);
-    else warnings.push({ kind: 'unsafe_env_value', key: k.name, env_var: k.envVar });
-  }
+  for (const k of [...state.keys].sort((a, b) => (a.name < b.name ? -1 : 1))) keys[k.name] = { env_var: k.envVar, version: k.version, fingerprint: k.fingerprint };
 
-  const providers = new Map(state.providers.map((p) => [p.slug, p]));
-  const byName = (a: DesiredModel, b: DesiredModel): number =>
-    a.modelName < b.modelName ? -1 : a.modelName > b.modelName ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-  const models = [...state.models].sort(byName);
-  const managed: Array<Record<string, unknown>> = [];
-  for (const m of models) {
-    const provider = providers.get(m.provider);
-    const key = provider ? usableKeys.get(provider.keyName) : undefined;
-    // Without an active key LiteLLM would call the provider with an empty one: leave it out, say why.
-    if (!provider || !provider.enabled || !key) {
-      const reason: SkipReason = !provider ? 'unknown_provider' : !provider.enabled ? 'provider_disabled' : 'no_key';
-      skipped.push({ id: m.id, model_name: m.modelName, provider: m.provider, reason });
-      continue;
-    }
-    managed.push(deployment(m, provider, key, warnings));
-  }
+  // Eligible deployments come sorted by model_name, then id.
+  const managed = deployments.map((d) => deployment(d.model, d.provider, d.key, warnings));
 
   const out: Record<string, unknown> = { ...base };
 
   const baseModels = Array.isArray(base.model_list) ? base.model_list : [];
   if (opts.modelsInConfig) out.model_list = [...baseModels, ...managed];
 
-  const aliases = state.routing.aliases ?? {};
+  // A routing name equal to a key's value would put that key into config.yaml in clear.
+  const aliases = Object.fromEntries(
+    Object.entries(state.routing.aliases ?? {}).filter(([alias, target]) => {
+      const bad = holdsSecret(secretValues, alias, target);
+      if (bad) warnings.push({ kind: 'routing_entry_dropped', section: 'aliases' });
+      return !bad;
+    }),
+  );
   if (Object.keys(aliases).length) {
     const router = { ...asMap(base.router_settings) };
     router.model_group_alias = { ...asMap(router.model_group_alias), ...Object.fromEntries(sortedEntries(aliases)) };
     out.router_settings = router;
   }
 
-  const fallbacks = state.routing.fallbacks ?? {};
+  const fallbacks = Object.fromEntries(
+    Object.entries(state.routing.fallbacks ?? {}).filter(([from, to]) => {
+      const bad = holdsSecret(secretValues, from, to);
+      if (bad) warnings.push({ kind: 'routing_entry_dropped', section: 'fallbacks' });
+      return !bad;
+    }),
+  );
   if (Object.keys(fallbacks).length) {
     const settings = { ...asMap(base.litellm_settings) };
     const own = Array.isArray(settings.fallbacks) ? (settings.fallbacks as unknown[]) : [];
@@ -169,6 +171,12 @@ export function render(state: DesiredState, base: BaseConfig, opts: RenderOption
 
   const master = usableKeys.get(MASTER_KEY_NAME) ?? [...usableKeys.values()].find((k) => k.envVar === MASTER_KEY_ENV);
   if (master) out.general_settings = { ...asMap(base.general_settings), master_key: `os.environ/${master.envVar}` };
+  else if (state.authRequired && !authOffOnPurpose(base)) {
+    throw new RenderRefused(
+      `LiteLLM's master key (platform key ${MASTER_KEY_NAME}) is gone or unusable, and without it LiteLLM would serve without authentication; ` +
+        `store it again, or turn authentication off on purpose with general_settings.master_key: null in KEYPLANE_BASE_CONFIG`,
+    );
+  }
 
   const env: Record<string, string> = {};
   for (const k of [...usableKeys.values()].sort((a, b) => (a.envVar < b.envVar ? -1 : 1))) env[k.envVar] = k.value;
@@ -185,5 +193,11 @@ export function render(state: DesiredState, base: BaseConfig, opts: RenderOption
     skipped,
     warnings,
     keys,
+    usesMasterKey: master !== undefined,
   };
+}
+
+/** The base config names general_settings.master_key itself: null turns auth off on purpose, a value brings its own. */
+export function authOffOnPurpose(base: BaseConfig): boolean {
+  return Object.prototype.hasOwnProperty.call(asMap(base.general_settings), 'master_key');
 }

@@ -13,7 +13,10 @@ export interface RenderResult {
   /** The revision recorded for a change; null when nothing changed (or it could not be recorded). */
   revision: number | null;
   configSha256: string;
+  /** Internal only (a plain hash of secrets): the API shows envDigest. */
   envSha256: string;
+  /** Keyed digest of litellm.env, fit to show. */
+  envDigest: string;
   /** Platform keys whose env var, version or value changed since the previous revision. */
   changedKeys: string[];
   /** Files that differed on disk from what keyplane last wrote (edited by hand, or deleted). */

@@ -22,6 +22,8 @@ export interface SyncRuntimeDeps {
   reload?: (req: ReloadRequest) => void;
   reloadStatus?: () => Promise<unknown> | unknown;
   registry?: client.Registry;
+  /** Keyed digest of litellm.env for the API (the fingerprinter's HMAC). */
+  digest?: (text: string) => string;
   /** Follower lock polling; lower in tests. */
   leaderPollMs?: number;
   backoff?: Backoff;
@@ -65,6 +67,7 @@ export function createSyncRuntime(settings: Settings, deps: SyncRuntimeDeps): Sy
       reload: deps.reload,
       reloadStatus: deps.reloadStatus,
       registry: deps.registry,
+      digest: deps.digest,
     }),
   );
   const watcher = new Watcher({

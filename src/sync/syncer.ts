@@ -1,3 +1,4 @@
+import { createHmac, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import client from 'prom-client';
 import type { Settings } from '../config';
@@ -40,6 +41,11 @@ export interface SyncerOptions {
   /** The reload queue's last result, shown in the sync status. */
   reloadStatus?: () => Promise<unknown> | unknown;
   registry?: client.Registry;
+  /**
+   * A keyed digest (HMAC) for what the API shows of litellm.env: a plain hash of secret-bearing
+   * bytes would let a viewer confirm a guessed key offline. Default: HMAC under a key of this process.
+   */
+  digest?: (text: string) => string;
 }
 
 export type SyncOutcome =
@@ -50,7 +56,7 @@ export type SyncOutcome =
 export interface RevisionView {
   revision: number;
   config_sha256: string;
-  env_sha256: string;
+  env_digest: string;
   changed_files: string[];
   trigger: string;
   changed_keys: string[];
@@ -62,7 +68,7 @@ export interface RevisionView {
 export interface SyncPreview {
   changed: Record<string, boolean>;
   config_sha256: string;
-  env_sha256: string;
+  env_digest: string;
   config: string;
   env: string;
   diff: Record<string, string>;
@@ -100,7 +106,7 @@ function revisionView(r: Record<string, unknown>): RevisionView {
   return {
     revision: Number(r.revision),
     config_sha256: String(r.config_sha256),
-    env_sha256: String(r.env_sha256),
+    env_digest: String(r.env_digest),
     changed_files: r.changed_files as string[],
     trigger: String(r.trigger),
     changed_keys: r.changed_keys as string[],
@@ -110,7 +116,7 @@ function revisionView(r: Record<string, unknown>): RevisionView {
   };
 }
 
-const REVISION_COLUMNS = 'revision, config_sha256, env_sha256, changed_files, trigger, changed_keys, skipped, instance_id, created_at';
+const REVISION_COLUMNS = 'revision, config_sha256, env_digest, changed_files, trigger, changed_keys, skipped, instance_id, created_at';
 
 /**
  * The sync loop: nudge -> quiescence -> read the whole state -> render -> check the staged files
@@ -133,8 +139,12 @@ export class Syncer {
   private apiStateDigest: string | undefined;
   private readonly metrics?: { renders: client.Counter<string>; duration: client.Histogram<string>; revision: client.Gauge<string>; skipped: client.Gauge<string> };
 
+  private readonly digest: (text: string) => string;
+
   constructor(private readonly opts: SyncerOptions) {
     this.writer = new AtomicWriter(opts.outputDir);
+    const key = randomBytes(32);
+    this.digest = opts.digest ?? ((text) => `hmac-sha256:${createHmac('sha256', key).update(text).digest('hex').slice(0, 32)}`);
     this.quiescence = new Quiescence(opts.wait, () => {
       const trigger = [...this.nudgeTriggers].join('+');
       this.nudgeTriggers.clear();
@@ -326,6 +336,7 @@ export class Syncer {
         revision,
         configSha256: rendered.configSha256,
         envSha256: rendered.envSha256,
+        envDigest: this.digest(rendered.envFile),
         changedKeys,
         drift,
         deployments: rendered.deployments,
@@ -420,14 +431,14 @@ export class Syncer {
       const { rows } = await withRetry(() =>
         this.opts.pool.query<{ revision: number; changed_keys: string[] }>(
           `WITH prev AS (SELECT coalesce((SELECT keys FROM sync_revisions ORDER BY revision DESC LIMIT 1), '{}'::jsonb) AS keys)
-           INSERT INTO sync_revisions (config_sha256, env_sha256, changed_files, trigger, changed_keys, keys, skipped, instance_id)
+           INSERT INTO sync_revisions (config_sha256, env_digest, changed_files, trigger, changed_keys, keys, skipped, instance_id)
            SELECT $1, $2, $3, $4,
              ARRAY(SELECT k FROM (SELECT jsonb_object_keys($5::jsonb) AS k UNION SELECT jsonb_object_keys(prev.keys)) ks
                    WHERE ($5::jsonb -> k) IS DISTINCT FROM (prev.keys -> k) ORDER BY k),
              $5::jsonb, $6::jsonb, $7
            FROM prev
            RETURNING revision, changed_keys`,
-          [rendered.configSha256, rendered.envSha256, changedFiles, trigger, JSON.stringify(rendered.keys), JSON.stringify(rendered.skipped), this.opts.instanceId],
+          [rendered.configSha256, this.digest(rendered.envFile), changedFiles, trigger, JSON.stringify(rendered.keys), JSON.stringify(rendered.skipped), this.opts.instanceId],
         ),
       );
       return { revision: rows[0]!.revision, changedKeys: rows[0]!.changed_keys };
@@ -509,7 +520,11 @@ export class Syncer {
     const files: Record<string, unknown> = {};
     for (const name of FILES) {
       const bytes = await this.writer.read(name);
-      files[name] = { path: this.writer.path(name), exists: bytes !== null, sha256: bytes ? sha256(bytes.toString('utf8')) : null };
+      const text = bytes?.toString('utf8');
+      files[name] =
+        name === ENV_FILE
+          ? { path: this.writer.path(name), exists: bytes !== null, digest: text === undefined ? null : this.digest(text) }
+          : { path: this.writer.path(name), exists: bytes !== null, sha256: text === undefined ? null : sha256(text) };
     }
     const s = stateRow.rows[0] ?? {};
     const pending = this.quiescence.pending;
@@ -556,7 +571,7 @@ export class Syncer {
     return {
       changed,
       config_sha256: rendered.configSha256,
-      env_sha256: rendered.envSha256,
+      env_digest: this.digest(rendered.envFile),
       config: maskFile(CONFIG_FILE, rendered.configYaml),
       env: maskFile(ENV_FILE, rendered.envFile),
       diff,
@@ -582,6 +597,7 @@ export interface RenderOnceDeps {
   secrets: SecretRegistry;
   settings: Pick<Settings, 'outputDir' | 'baseConfig' | 'checkCommand' | 'reload' | 'instanceId' | 'reconcileIntervalMs' | 'syncWait'>;
   reload?: (req: ReloadRequest) => void;
+  digest?: (text: string) => string;
 }
 
 export type RenderOnceResult = { dryRun: true; preview: SyncPreview } | { dryRun: false; outcome: SyncOutcome };
@@ -614,7 +630,7 @@ export function syncerOptions(settings: RenderOnceDeps['settings'], deps: Omit<S
  */
 export async function renderOnce(deps: RenderOnceDeps, opts: { dryRun: boolean }): Promise<RenderOnceResult> {
   const syncer = new Syncer(
-    syncerOptions(deps.settings, { pool: deps.pool, loadState: deps.loadState, log: deps.log, secrets: deps.secrets, events: new SafeEmitter<SyncEvents>(), reload: deps.reload }),
+    syncerOptions(deps.settings, { pool: deps.pool, loadState: deps.loadState, log: deps.log, secrets: deps.secrets, events: new SafeEmitter<SyncEvents>(), reload: deps.reload, digest: deps.digest }),
   );
   // A dry run touches nothing on disk, not even a missing output directory.
   if (opts.dryRun) return { dryRun: true, preview: await syncer.preview() };

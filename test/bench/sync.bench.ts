@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, watch } from 'node:fs';
 import path from 'node:path';
 import { SafeEmitter } from '../../src/events';
+import { approvalsFor } from '../helpers/state';
 import type { Keyplane } from '../../src/main';
 import { parseBaseConfig } from '../../src/sync/base-config';
 import { loadDesiredState, type DesiredState } from '../../src/sync/desired-state';
@@ -113,10 +114,7 @@ async function rotationLatency(): Promise<Record<string, number | string>> {
 
 function bigState(n: number): DesiredState {
   const providers = Array.from({ length: 50 }, (_, p) => ({ slug: `p${p}`, kind: p % 2 ? 'openai' : 'openrouter', apiBase: p % 5 ? null : `https://gw${p}.example/v1`, keyName: `k${p}`, enabled: true }));
-  return {
-    keys: providers.map((p, i) => ({ name: p.keyName, envVar: `K${i}_API_KEY`, version: 1, value: `sk-${randomBytes(16).toString('hex')}`, fingerprint: `f${i}`, expiresAt: null })),
-    providers,
-    models: Array.from({ length: n }, (_, i) => ({
+  const models = Array.from({ length: n }, (_, i) => ({
       id: randomUUID(),
       modelName: `group-${i % 500}`,
       provider: `p${i % 50}`,
@@ -126,7 +124,13 @@ function bigState(n: number): DesiredState {
       tpm: i % 3 ? 100_000 : null,
       litellmParams: { timeout: 30, max_retries: 2, extra_headers: { 'X-Team': `t${i % 9}` } },
       modelInfo: { mode: 'chat', tier: i % 2 ? 'gold' : 'silver' },
-    })),
+    }));
+  return {
+    keys: providers.map((p, i) => ({ name: p.keyName, envVar: `K${i}_API_KEY`, version: 1, value: `sk-${randomBytes(16).toString('hex')}`, fingerprint: `f${i}`, expiresAt: null })),
+    providers,
+    models,
+    approvals: approvalsFor(providers, models),
+    authRequired: false,
     routing: { aliases: Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`alias-${i}`, `group-${i}`])), fallbacks: Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`group-${i}`, [`group-${i + 1}`]])) },
   };
 }

@@ -5,7 +5,7 @@ import { AtomicWriter, CONFIG_FILE, ENV_FILE } from '../../src/sync/writer';
 import type { ReloadRequest } from '../../src/reload/reloader';
 import type { DesiredState } from '../../src/sync/desired-state';
 
-const EMPTY_STATE: DesiredState = { keys: [], providers: [], models: [], routing: { aliases: {}, fallbacks: {} } };
+const EMPTY_STATE: DesiredState = { keys: [], providers: [], models: [], routing: { aliases: {}, fallbacks: {} }, approvals: [], authRequired: false };
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 export function envFileText(env: Record<string, string>): string {

@@ -32,7 +32,7 @@ function outcomeView(o: Exclude<SyncOutcome, { status: 'failed' }>): Record<stri
     changed_files: r.changedFiles,
     changed_keys: r.changedKeys,
     config_sha256: r.configSha256,
-    env_sha256: r.envSha256,
+    env_digest: r.envDigest,
     drift: r.drift,
     deployments: r.deployments,
     skipped: r.skipped,

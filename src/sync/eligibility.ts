@@ -1,0 +1,146 @@
+import { Approvals, destinationOf } from '../destinations';
+import { envVarProblem, isReservedKey, keyValueProblem } from '../key-rules';
+import { ENV_REF } from '../secret-params';
+import type { DesiredKey, DesiredModel, DesiredProvider, DesiredState } from './desired-state';
+
+/**
+ * Which deployments may be handed to LiteLLM, one rule for the renderer and the litellm-api
+ * reloader: a deployment sends its provider's key (and any key its litellm_params reference) to one
+ * destination, and every such pair must be approved. Whatever the API refused but a row still holds
+ * (written around the API, or approved once and revoked since) is left out here, with the reason.
+ */
+
+export type SkipReason =
+  | 'provider_disabled'
+  | 'no_key'
+  | 'unknown_provider'
+  | 'reserved_key'
+  | 'host_not_approved'
+  | 'env_ref_not_approved'
+  | 'holds_secret';
+
+/** A deployment left out of `model_list`, reported in the sync status. */
+export interface SkippedDeployment {
+  id: string;
+  model_name: string;
+  provider: string;
+  reason: SkipReason;
+  /** The destination that was not approved, or the parameter at fault. */
+  detail?: string;
+}
+
+export type KeyWarning = { kind: 'unsafe_env_value'; key: string; env_var: string } | { kind: 'unsafe_env_name'; key: string; env_var: string; rule: string };
+
+export interface EligibleDeployment {
+  model: DesiredModel;
+  provider: DesiredProvider;
+  key: DesiredKey;
+  /** Where the key goes (see destinationOf). */
+  destination: string;
+}
+
+export interface Eligibility {
+  /** Keys whose value and env var every reader takes literally, by name. */
+  usableKeys: Map<string, DesiredKey>;
+  deployments: EligibleDeployment[];
+  skipped: SkippedDeployment[];
+  keyWarnings: KeyWarning[];
+  /** Every secret value (8+ characters), for the checks that no managed string equals one. */
+  secretValues: Set<string>;
+}
+
+/** Every string anywhere in `value` (keys of mappings too). */
+function* strings(value: unknown, depth = 0): Generator<string> {
+  if (typeof value === 'string') yield value;
+  else if (depth > 64 || value === null || typeof value !== 'object') return;
+  else if (Array.isArray(value)) for (const v of value) yield* strings(v, depth + 1);
+  else
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      yield k;
+      yield* strings(v, depth + 1);
+    }
+}
+
+/** Whether any string in `values` equals a secret. Equality, not containment: a substring test would tell an operator whether a guess is part of a key. */
+export function holdsSecret(secretValues: Set<string>, ...values: unknown[]): boolean {
+  if (secretValues.size === 0) return false;
+  for (const v of values) for (const s of strings(v)) if (secretValues.has(s)) return true;
+  return false;
+}
+
+export function eligibility(state: DesiredState): Eligibility {
+  const approvals = new Approvals(state.approvals);
+  const usableKeys = new Map<string, DesiredKey>();
+  const byEnv = new Map<string, DesiredKey>();
+  const keyWarnings: KeyWarning[] = [];
+  const secretValues = new Set<string>();
+  for (const k of [...state.keys].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    if (k.value.length >= 8) secretValues.add(k.value);
+    const nameRule = envVarProblem(k.envVar, k.name);
+    if (nameRule) keyWarnings.push({ kind: 'unsafe_env_name', key: k.name, env_var: k.envVar, rule: nameRule });
+    else if (keyValueProblem(k.value)) keyWarnings.push({ kind: 'unsafe_env_value', key: k.name, env_var: k.envVar });
+    else {
+      usableKeys.set(k.name, k);
+      byEnv.set(k.envVar, k);
+    }
+  }
+
+  const providers = new Map(state.providers.map((p) => [p.slug, p]));
+  const deployments: EligibleDeployment[] = [];
+  const skipped: SkippedDeployment[] = [];
+  const models = [...state.models].sort((a, b) => (a.modelName < b.modelName ? -1 : a.modelName > b.modelName ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  for (const m of models) {
+    const skip = (reason: SkipReason, detail?: string): void => {
+      skipped.push({ id: m.id, model_name: m.modelName, provider: m.provider, reason, ...(detail !== undefined ? { detail } : {}) });
+    };
+    const provider = providers.get(m.provider);
+    if (!provider) {
+      skip('unknown_provider');
+      continue;
+    }
+    if (!provider.enabled) {
+      skip('provider_disabled');
+      continue;
+    }
+    if (isReservedKey(provider.keyName)) {
+      skip('reserved_key', provider.keyName);
+      continue;
+    }
+    // Without a usable key LiteLLM would call the provider with an empty one: leave it out, say why.
+    const key = usableKeys.get(provider.keyName);
+    if (!key) {
+      skip('no_key');
+      continue;
+    }
+    const destination = destinationOf(provider.kind, m.apiBase ?? provider.apiBase);
+    if (!approvals.has(key.name, destination)) {
+      skip('host_not_approved', destination);
+      continue;
+    }
+    const badRef = envRefProblem(m, destination, byEnv, approvals);
+    if (badRef) {
+      skip('env_ref_not_approved', badRef);
+      continue;
+    }
+    if (holdsSecret(secretValues, m.modelName, m.model, m.apiBase, m.litellmParams, m.modelInfo)) {
+      skip('holds_secret');
+      continue;
+    }
+    deployments.push({ model: m, provider, key, destination });
+  }
+  return { usableKeys, deployments, skipped, keyWarnings, secretValues };
+}
+
+/**
+ * LiteLLM resolves a top-level `os.environ/VAR` in litellm_params: it must name a usable platform
+ * key, not a reserved one, approved for this deployment's destination. Returns the parameter at
+ * fault, or undefined.
+ */
+function envRefProblem(m: DesiredModel, destination: string, byEnv: Map<string, DesiredKey>, approvals: Approvals): string | undefined {
+  for (const [param, v] of Object.entries(m.litellmParams ?? {})) {
+    if (typeof v !== 'string' || !ENV_REF.test(v)) continue;
+    const key = byEnv.get(v.slice('os.environ/'.length));
+    if (!key || isReservedKey(key.name) || !approvals.has(key.name, destination)) return param;
+  }
+  return undefined;
+}
