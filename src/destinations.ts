@@ -79,3 +79,34 @@ export class Approvals {
     return this.pairs.has(Approvals.id(keyName, destination));
   }
 }
+
+/** A (key, destination) pair a write would create, and the request field that makes it. */
+export interface Pair extends Approval {
+  field: string;
+}
+
+export interface PairInput {
+  model: { apiBase: string | null; litellmParams: Record<string, unknown> };
+  provider: { kind: string; apiBase: string | null; keyName: string };
+  /** The field that sets the provider's key and destination, for error messages (`provider`, `key_name`). */
+  providerField: string;
+}
+
+/**
+ * The pairs one deployment makes: its provider's key to its destination, and every key its
+ * litellm_params reference (top-level `os.environ/VAR`, which LiteLLM resolves) to the same one.
+ * `keyOfEnv` maps env vars to platform key names; an unknown VAR is a problem for the caller.
+ */
+export function deploymentPairs(d: PairInput, keyOfEnv: ReadonlyMap<string, string>): { pairs: Pair[]; unknownRefs: Array<{ field: string; envVar: string }> } {
+  const destination = destinationOf(d.provider.kind, d.model.apiBase ?? d.provider.apiBase);
+  const pairs: Pair[] = [{ keyName: d.provider.keyName, destination, field: d.model.apiBase ? 'api_base' : d.providerField }];
+  const unknownRefs: Array<{ field: string; envVar: string }> = [];
+  for (const [param, v] of Object.entries(d.model.litellmParams ?? {})) {
+    if (typeof v !== 'string' || !v.startsWith('os.environ/')) continue;
+    const envVar = v.slice('os.environ/'.length);
+    const keyName = keyOfEnv.get(envVar);
+    if (keyName === undefined) unknownRefs.push({ field: `litellm_params.${param}`, envVar });
+    else pairs.push({ keyName, destination, field: `litellm_params.${param}` });
+  }
+  return { pairs, unknownRefs };
+}

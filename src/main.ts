@@ -22,6 +22,8 @@ import { PlatformKeysService } from './features/platform-keys/platform-keys-serv
 import { registerPlatformKeyRoutes } from './features/platform-keys/platform-keys-routes';
 import { ProvidersService } from './features/providers/providers-service';
 import { registerProviderRoutes } from './features/providers/providers-routes';
+import { DestinationsService } from './features/destinations/destinations-service';
+import { registerDestinationRoutes } from './features/destinations/destinations-routes';
 import { ModelsService } from './features/models/models-service';
 import { registerModelRoutes } from './features/models/models-routes';
 import { registerRoutingRoutes } from './features/routing/routing-routes';
@@ -35,6 +37,8 @@ import { loadDesiredState } from './sync/desired-state';
 import type { SyncEvents } from './sync/sync-events';
 import { createSyncRuntime, type SyncRuntime } from './sync/sync-runtime';
 import { renderOnce } from './sync/syncer';
+import { loadBaseConfig } from './sync/base-config';
+import { authOffOnPurpose } from './sync/renderer';
 import { registerSyncRoutes } from './features/sync/sync-routes';
 import { HealthStore } from './health/health-store';
 import { createKeyValidator } from './health/key-validator';
@@ -129,9 +133,13 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     const tokens = new TokensStore(pool);
     const health = new HealthStore(pool);
     const validator = createKeyValidator({ store: health, log: log.child({ component: 'key-validator' }), timeoutMs: settings.healthTimeoutMs, secrets });
-    const platformKeys = new PlatformKeysService(pool, keyring, fingerprints, validator);
-    const providers = new ProvidersService(pool);
-    const models = new ModelsService(pool);
+    const baseConfigFile = settings.baseConfig;
+    const platformKeys = new PlatformKeysService(pool, keyring, fingerprints, validator, {
+      authOffOnPurpose: async () => (baseConfigFile ? authOffOnPurpose(await loadBaseConfig(baseConfigFile)) : false),
+    });
+    const destinations = new DestinationsService(pool);
+    const providers = new ProvidersService(pool, destinations);
+    const models = new ModelsService(pool, destinations, fingerprints);
     const loadState = () => loadDesiredState(pool, platformKeys);
     registerKeyGauge(metrics, pool);
 
@@ -166,6 +174,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
 
     const routes = new RouteTable();
     registerPlatformKeyRoutes(routes, platformKeys);
+    registerDestinationRoutes(routes, destinations);
     // Before the providers' routes: /providers/health must not be taken for /providers/:slug.
     if (prober) registerHealthRoutes(routes, { store: health, prober, litellmUrl: displayUrl(settings.litellmUrl) });
     registerProviderRoutes(routes, providers);

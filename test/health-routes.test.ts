@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { registerHealthRoutes } from '../src/features/health/health-routes';
 import { registerPlatformKeyRoutes } from '../src/features/platform-keys/platform-keys-routes';
+import { DestinationsService } from '../src/features/destinations/destinations-service';
 import { ProvidersService } from '../src/features/providers/providers-service';
 import { registerProviderRoutes } from '../src/features/providers/providers-routes';
 import { TokensStore } from '../src/features/tokens/tokens-store';
@@ -46,7 +47,7 @@ describe('health API', () => {
     prober = env.prober({ registry: metrics.registry, settings: { litellmUrl: fake.base('litellm') } });
     const routes = new RouteTable();
     registerHealthRoutes(routes, { store: env.store, prober, litellmUrl: displayUrl(fake.base('litellm')) });
-    registerProviderRoutes(routes, new ProvidersService(db.pool));
+    registerProviderRoutes(routes, new ProvidersService(db.pool, new DestinationsService(db.pool)));
     registerPlatformKeyRoutes(routes, env.keys);
     const tokens = new TokensStore(db.pool);
     viewer = (await tokens.create('v', 'viewer', 'test')).token;

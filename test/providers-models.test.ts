@@ -43,7 +43,7 @@ describe('providers, models and routing', () => {
     expect(res.body.errors).toEqual([{ field: 'provider', rule: expect.stringMatching(/existing provider/) }]);
   });
 
-  it('a raw key inside litellm_params is refused; os.environ references are allowed', async () => {
+  it('a raw key inside litellm_params is refused; os.environ references to platform keys are allowed', async () => {
     const res = await t
       .api()
       .post('/api/v1/admin/models')
@@ -51,11 +51,12 @@ describe('providers, models and routing', () => {
       .expect(400);
     expect(res.body.errors.map((e: { field: string }) => e.field).sort()).toEqual(['litellm_params.api_key', 'litellm_params.aws_secret_access_key']);
     expect(JSON.stringify(res.body)).not.toContain('sk-raw-secret-123456');
-    await t
-      .api()
-      .post('/api/v1/admin/models')
-      .send({ model_name: 'm', provider: 'groq', model: 'llama-3.1-8b-instant', litellm_params: { aws_secret_access_key: 'os.environ/AWS_SECRET', temperature: 0.2 } })
-      .expect(201);
+    const model = { model_name: 'm', provider: 'groq', model: 'llama-3.1-8b-instant', litellm_params: { aws_secret_access_key: 'os.environ/AWS_SECRET', temperature: 0.2 } };
+    // A reference must name a platform key's env var: LiteLLM's own environment (DATABASE_URL, ...) is not a key store.
+    const unknown = await t.api().post('/api/v1/admin/models').send(model).expect(400);
+    expect(unknown.body.errors).toEqual([{ field: 'litellm_params.aws_secret_access_key', rule: expect.stringMatching(/platform key's env var \(AWS_SECRET is none\)/) }]);
+    await t.api().put('/api/v1/admin/platform-keys/aws-secret').send({ api_key: 'aws-secret-value-123456', env_var: 'AWS_SECRET' }).expect(200);
+    await t.api().post('/api/v1/admin/models').send(model).expect(201);
   });
 
   it('secrets are refused at any depth of litellm_params and model_info, and in URLs', async () => {

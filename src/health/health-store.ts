@@ -1,3 +1,6 @@
+import { Approvals, destinationOf } from '../destinations';
+import { DestinationsStore } from '../features/destinations/destinations-store';
+import { isReservedKey } from '../key-rules';
 import type { Pool } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import type { HealthReason, HealthStatus } from './probes';
@@ -15,6 +18,8 @@ export interface ProviderHealthRow {
   health_ok_streak: number;
   health_fail_streak: number;
   health_key_fingerprint: string | null;
+  /** An admin approved sending this provider's key to its api_base (see src/destinations.ts); reserved keys never are. */
+  approved: boolean;
 }
 
 export interface LitellmHealthRow {
@@ -93,11 +98,17 @@ export class HealthStore {
   constructor(private readonly pool: Pool) {}
 
   async providers(): Promise<ProviderHealthRow[]> {
-    const { rows } = await this.pool.query<ProviderHealthRow>(
+    const { rows } = await this.pool.query<Omit<ProviderHealthRow, 'approved'>>(
       `SELECT slug, kind, api_base, key_name, enabled, degraded_ms, health_status, health_reason, health_ok_streak, health_fail_streak, health_key_fingerprint
        FROM providers ORDER BY slug`,
     );
-    return rows;
+    return this.withApproval(rows);
+  }
+
+  /** Marks each provider row with whether its key may be sent to its api_base. */
+  private async withApproval<T extends { kind: string; api_base: string | null; key_name: string }>(rows: T[]): Promise<Array<T & { approved: boolean }>> {
+    const approvals = new Approvals(await new DestinationsStore(this.pool).all());
+    return rows.map((r) => ({ ...r, approved: !isReservedKey(r.key_name) && approvals.has(r.key_name, destinationOf(r.kind, r.api_base)) }));
   }
 
   async litellm(url: string): Promise<LitellmHealthRow | undefined> {
@@ -169,12 +180,12 @@ export class HealthStore {
   }
 
   /** Enabled providers that use the platform key `keyName`, for validating a new value of it. */
-  async providersUsingKey(keyName: string): Promise<Array<{ slug: string; kind: string; api_base: string | null; degraded_ms: number }>> {
-    const { rows } = await this.pool.query<{ slug: string; kind: string; api_base: string | null; degraded_ms: number }>(
-      'SELECT slug, kind, api_base, degraded_ms FROM providers WHERE key_name = $1 AND enabled ORDER BY slug',
+  async providersUsingKey(keyName: string): Promise<Array<{ slug: string; kind: string; api_base: string | null; key_name: string; degraded_ms: number; approved: boolean }>> {
+    const { rows } = await this.pool.query<{ slug: string; kind: string; api_base: string | null; key_name: string; degraded_ms: number }>(
+      'SELECT slug, kind, api_base, key_name, degraded_ms FROM providers WHERE key_name = $1 AND enabled ORDER BY slug',
       [keyName],
     );
-    return rows;
+    return this.withApproval(rows);
   }
 
   /** Platform keys whose expiry is before `before` (expired ones included), soonest first. */

@@ -21,7 +21,8 @@ export function createKeyValidator(deps: KeyValidatorDeps): KeyValidator {
   const log = deps.log.child({ component: 'key-validator' });
   return async (keyName, apiKey) => {
     deps.secrets.add(apiKey);
-    const providers = await deps.store.providersUsingKey(keyName);
+    // Only where an admin approved sending this key: a new value goes nowhere the old one could not.
+    const providers = (await deps.store.providersUsingKey(keyName)).filter((p) => p.approved);
     const results = await Promise.all(
       providers.map(async (p) => ({
         slug: p.slug,

@@ -317,6 +317,10 @@ export class Prober {
 
   private async probe(row: ProviderHealthRow, keys: Map<string, { version: number; value: string; fingerprint: string }>, signal: AbortSignal): Promise<Probed> {
     if (!row.enabled) return { row, obs: unprobed('disabled', 'the provider is disabled', this.now()), key: undefined, probed: false };
+    // The key goes only where an admin approved it; the prober is no way around that.
+    if (!row.approved) {
+      return { row, obs: unprobed('not_approved', `sending ${row.key_name} to this provider's api_base is not approved by an admin`, this.now()), key: undefined, probed: false };
+    }
     const key = keys.get(row.key_name);
     if (!key) return { row, obs: unprobed('no_key', `no platform key named ${row.key_name}`, this.now()), key: undefined, probed: false };
     const obs = await probeProvider(

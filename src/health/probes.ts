@@ -23,6 +23,7 @@ export type HealthReason =
   | 'no_key'
   | 'disabled'
   | 'unsupported'
+  | 'not_approved'
   | 'never_checked';
 
 /** What one probe saw, before hysteresis. `detail` never holds a secret or a URL. */
@@ -101,7 +102,7 @@ export function buildProbeRequest(kind: string, apiBase: string | null, apiKey: 
 }
 
 /** An observation that needs no request: no key, disabled, unsupported kind. */
-export function unprobed(reason: 'no_key' | 'disabled' | 'unsupported', detail: string, now: Date): Observation {
+export function unprobed(reason: 'no_key' | 'disabled' | 'unsupported' | 'not_approved', detail: string, now: Date): Observation {
   return { status: 'unknown', reason, latencyMs: null, httpStatus: null, detail, checkedAt: now };
 }
 

@@ -1,3 +1,4 @@
+import { destinationOf } from '../../src/destinations';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -76,15 +77,25 @@ export class HealthEnv {
     this.events.length = 0;
   }
 
-  async addProvider(slug: string, p: { kind?: string; apiBase: string | null; keyName?: string; enabled?: boolean; degradedMs?: number }): Promise<void> {
+  /** Adds a provider as an admin would: its (key, destination) pair approved unless `approved: false`. */
+  async addProvider(slug: string, p: { kind?: string; apiBase: string | null; keyName?: string; enabled?: boolean; degradedMs?: number; approved?: boolean }): Promise<void> {
+    const kind = p.kind ?? 'openai';
+    const keyName = p.keyName ?? slug;
     await this.pool.query('INSERT INTO providers (slug, kind, api_base, key_name, enabled, degraded_ms) VALUES ($1,$2,$3,$4,$5,$6)', [
       slug,
-      p.kind ?? 'openai',
+      kind,
       p.apiBase,
-      p.keyName ?? slug,
+      keyName,
       p.enabled ?? true,
       p.degradedMs ?? 2000,
     ]);
+    if (p.approved !== false) {
+      await this.pool.query('INSERT INTO key_destinations (key_name, destination, approved_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
+        keyName,
+        destinationOf(kind, p.apiBase),
+        'test',
+      ]);
+    }
   }
 
   async provider(slug: string): Promise<Record<string, unknown>> {

@@ -1,9 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import type { Pool } from '../../db/pool';
+import type { Pool, PoolClient } from '../../db/pool';
 import { withTransaction } from '../../db/pool';
-import { NotFound, ValidationFailed } from '../../http/errors';
+import type { Fingerprinter } from '../../crypto/keyring';
+import { deploymentPairs } from '../../destinations';
+import { NotFound, ValidationFailed, type FieldError } from '../../http/errors';
 import type { RequestContext } from '../../http/principal';
+import { isKeyChar, KEY_MIN } from '../../key-rules';
 import { appendAudit } from '../audit/audit-store';
+import type { DestinationsService } from '../destinations/destinations-service';
 
 export interface ModelInput {
   model_name: string;
@@ -54,8 +58,38 @@ const view = (r: ModelRow): ModelView => ({
   updated_at: r.updated_at.toISOString(),
 });
 
+interface ProviderBinding {
+  kind: string;
+  api_base: string | null;
+  key_name: string;
+}
+
+/** Every string of `value` (mapping keys too) with its path, `litellm_params.extra_headers.X`. */
+function* stringsWithPaths(value: unknown, at: string, depth = 0): Generator<[string, string]> {
+  if (typeof value === 'string') yield [at, value];
+  else if (depth > 64 || value === null || typeof value !== 'object') return;
+  else if (Array.isArray(value)) for (const [i, v] of value.entries()) yield* stringsWithPaths(v, `${at}[${i}]`, depth + 1);
+  else
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      const path = `${at}.${k}`;
+      yield [path, k];
+      yield* stringsWithPaths(v, path, depth + 1);
+    }
+}
+
+/** Could be a key value: long enough, and only key characters (anything else can never equal one). */
+function keyShaped(s: string): boolean {
+  if (s.length < KEY_MIN) return false;
+  for (let i = 0; i < s.length; i++) if (!isKeyChar(s.charCodeAt(i))) return false;
+  return true;
+}
+
 export class ModelsService {
-  constructor(private readonly pool: Pool) {}
+  constructor(
+    private readonly pool: Pool,
+    private readonly destinations: DestinationsService,
+    private readonly fingerprints: Fingerprinter,
+  ) {}
 
   async list(filter: { provider?: string; model_name?: string } = {}): Promise<ModelView[]> {
     const where: string[] = [];
@@ -75,27 +109,27 @@ export class ModelsService {
   async create(input: ModelInput, ctx: RequestContext): Promise<ModelView> {
     const id = randomUUID();
     return withTransaction(this.pool, async (c) => {
-      await this.assertProvider(c, input.provider);
+      const approved = await this.checkDeployment(c, input, ctx);
       const { rows } = await c.query<ModelRow>(
         `INSERT INTO models (id, model_name, provider, model, api_base, rpm, tpm, litellm_params, model_info)
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING *`,
         [id, input.model_name, input.provider, input.model, input.api_base ?? null, input.rpm ?? null, input.tpm ?? null, input.litellm_params ?? {}, input.model_info ?? {}],
       );
-      await appendAudit(c, { actor: ctx.principal.actor, action: 'model.create', target: `model/${id}`, requestId: ctx.requestId, details: { model_name: input.model_name, provider: input.provider, model: input.model } });
+      await appendAudit(c, { actor: ctx.principal.actor, action: 'model.create', target: `model/${id}`, requestId: ctx.requestId, details: this.auditDetails(input, approved) });
       return view(rows[0]!);
     });
   }
 
   async replace(id: string, input: ModelInput, ctx: RequestContext): Promise<ModelView> {
     return withTransaction(this.pool, async (c) => {
-      await this.assertProvider(c, input.provider);
+      const approved = await this.checkDeployment(c, input, ctx);
       const { rows } = await c.query<ModelRow>(
         `UPDATE models SET model_name = $2, provider = $3, model = $4, api_base = $5, rpm = $6, tpm = $7, litellm_params = $8, model_info = $9, updated_at = now()
          WHERE id = $1 RETURNING *`,
         [id, input.model_name, input.provider, input.model, input.api_base ?? null, input.rpm ?? null, input.tpm ?? null, input.litellm_params ?? {}, input.model_info ?? {}],
       );
       if (!rows[0]) throw new NotFound(`model ${id}`);
-      await appendAudit(c, { actor: ctx.principal.actor, action: 'model.update', target: `model/${id}`, requestId: ctx.requestId, details: { model_name: input.model_name, provider: input.provider, model: input.model } });
+      await appendAudit(c, { actor: ctx.principal.actor, action: 'model.update', target: `model/${id}`, requestId: ctx.requestId, details: this.auditDetails(input, approved) });
       return view(rows[0]);
     });
   }
@@ -108,9 +142,54 @@ export class ModelsService {
     });
   }
 
-  private async assertProvider(c: { query: Pool['query'] }, slug: string): Promise<void> {
-    // FOR SHARE keeps a concurrent provider delete from slipping in between the check and the insert.
-    const r = await c.query('SELECT 1 FROM providers WHERE slug = $1 FOR SHARE', [slug]);
-    if (!r.rowCount) throw new ValidationFailed([{ field: 'provider', rule: `must name an existing provider (${slug} does not exist)` }]);
+  private auditDetails(input: ModelInput, approved: string[]): Record<string, unknown> {
+    const details: Record<string, unknown> = { model_name: input.model_name, provider: input.provider, model: input.model };
+    if (approved.length) details.approved_destinations = approved;
+    return details;
+  }
+
+  /**
+   * Inside the write's transaction: the provider exists (FOR SHARE keeps a concurrent delete out),
+   * os.environ/ references name platform keys and sit where LiteLLM resolves them, no string
+   * equals a key's value, and every (key, destination) pair the deployment makes is approved
+   * (an admin's write approves them; returns those it approved).
+   */
+  private async checkDeployment(c: PoolClient, input: ModelInput, ctx: RequestContext): Promise<string[]> {
+    const r = await c.query<ProviderBinding>('SELECT kind, api_base, key_name FROM providers WHERE slug = $1 FOR SHARE', [input.provider]);
+    const provider = r.rows[0];
+    if (!provider) throw new ValidationFailed([{ field: 'provider', rule: `must name an existing provider (${input.provider} does not exist)` }]);
+    const errors: FieldError[] = [];
+    const params = input.litellm_params ?? {};
+    const nested: Array<[string, string]> = [...stringsWithPaths(input.model_info ?? {}, 'model_info')];
+    for (const [k, v] of Object.entries(params)) if (typeof v !== 'string') nested.push(...stringsWithPaths(v, `litellm_params.${k}`));
+    for (const [field, s] of nested) {
+      if (s.startsWith('os.environ/')) errors.push({ field, rule: 'may not hold an os.environ/ reference: LiteLLM resolves them only as top-level litellm_params values' });
+    }
+    const keyOfEnv = await this.destinations.store.keyOfEnv(c);
+    const { pairs, unknownRefs } = deploymentPairs(
+      { model: { apiBase: input.api_base ?? null, litellmParams: params }, provider: { kind: provider.kind, apiBase: provider.api_base, keyName: provider.key_name }, providerField: 'provider' },
+      keyOfEnv,
+    );
+    for (const u of unknownRefs) errors.push({ field: u.field, rule: `must reference a platform key's env var (${u.envVar} is none)` });
+    errors.push(...(await this.secretEquals(c, input)));
+    if (errors.length) throw new ValidationFailed(errors);
+    return this.destinations.enforce(c, pairs, ctx);
+  }
+
+  /** Fields whose string equals the current value of a platform key (compared by HMAC fingerprint, never by value). */
+  private async secretEquals(c: PoolClient, input: ModelInput): Promise<FieldError[]> {
+    const candidates: Array<[string, string]> = [];
+    const fields = { model_name: input.model_name, model: input.model, api_base: input.api_base, litellm_params: input.litellm_params ?? {}, model_info: input.model_info ?? {} };
+    for (const [name, value] of Object.entries(fields)) {
+      for (const [field, s] of stringsWithPaths(value, name)) if (keyShaped(s)) candidates.push([field, this.fingerprints.of(s)]);
+    }
+    if (candidates.length === 0) return [];
+    const { rows } = await c.query<{ fingerprint: string }>(
+      `SELECT v.fingerprint FROM platform_keys k JOIN platform_key_versions v ON v.name = k.name AND v.version = k.current_version
+       WHERE v.fingerprint = ANY($1::text[])`,
+      [[...new Set(candidates.map(([, fp]) => fp))]],
+    );
+    const hits = new Set(rows.map((r) => r.fingerprint));
+    return candidates.filter(([, fp]) => hits.has(fp)).map(([field]) => ({ field, rule: 'must not hold the value of a platform key: reference the key instead' }));
   }
 }

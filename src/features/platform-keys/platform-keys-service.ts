@@ -6,6 +6,7 @@ import { Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed
 import type { RequestContext } from '../../http/principal';
 import { appendAudit, auditRow, auditStatement } from '../audit/audit-store';
 import { KeyedMutex } from '../../keyed-mutex';
+import { MASTER_KEY_NAME } from '../../key-rules';
 import { PlatformKeysStore, type KeyRow, type VersionRow } from './platform-keys-store';
 
 export interface PlatformKeyView {
@@ -71,6 +72,11 @@ export function toView(r: KeyRow): PlatformKeyView {
   };
 }
 
+export interface PlatformKeyGuards {
+  /** Whether the admin's base config turns LiteLLM's auth off on purpose (general_settings.master_key set there). */
+  authOffOnPurpose?: () => Promise<boolean>;
+}
+
 export class PlatformKeysService {
   readonly store: PlatformKeysStore;
   private readonly writers = new KeyedMutex();
@@ -84,6 +90,7 @@ export class PlatformKeysService {
     private readonly keyring: Keyring,
     private readonly fingerprints: Fingerprinter,
     private readonly validator?: KeyValidator,
+    private readonly guards: PlatformKeyGuards = {},
   ) {
     this.store = new PlatformKeysStore(pool);
   }
@@ -115,6 +122,12 @@ export class PlatformKeysService {
   }
 
   async put(name: string, input: PutKeyInput, ctx: RequestContext, ifMatch?: number): Promise<PlatformKeyView> {
+    if (name === MASTER_KEY_NAME && !input.api_key.startsWith('sk-')) {
+      throw new ValidationFailed([{ field: 'api_key', rule: "must start with sk-: LiteLLM refuses a master key that does not" }]);
+    }
+    // A value that equals a model's or a route's string would make that row look like a leak and drop it from the render.
+    const clash = await this.store.textEqualTo(input.api_key);
+    if (clash) throw new ValidationFailed([{ field: 'api_key', rule: `equals a ${clash} already stored in clear; a key's value must be the provider's secret` }]);
     if (input.validate) await this.validateKey(name, input.api_key);
     const expiresAt = input.expires_at ? new Date(input.expires_at) : null;
     const head = this.heads.get(name);
@@ -242,6 +255,14 @@ export class PlatformKeysService {
   }
 
   async delete(name: string, ctx: RequestContext, ifMatch?: number): Promise<void> {
+    // Fail closed: without its master key LiteLLM would serve everyone without authentication.
+    if (name === MASTER_KEY_NAME && !(await this.authOffOnPurpose())) {
+      throw new Conflict(
+        `${MASTER_KEY_NAME} is LiteLLM's master key and the rendered config relies on it: deleting it would leave LiteLLM without authentication. ` +
+          'Rotate it with PUT instead, or turn authentication off on purpose (general_settings.master_key: null in KEYPLANE_BASE_CONFIG) first',
+        { reason: 'master_key_in_use' },
+      );
+    }
     this.heads.delete(name);
     await withTransaction(this.pool, async (c) => {
       const head = await this.store.get(name, c, true);
@@ -274,6 +295,15 @@ export class PlatformKeysService {
 
   fingerprint(value: string): string {
     return this.fingerprints.of(value);
+  }
+
+  private async authOffOnPurpose(): Promise<boolean> {
+    try {
+      return (await this.guards.authOffOnPurpose?.()) ?? false;
+    } catch {
+      // A base config that cannot be read does not turn auth off.
+      return false;
+    }
   }
 
   private async validateKey(name: string, apiKey: string): Promise<void> {

@@ -161,6 +161,28 @@ export class PlatformKeysStore {
     return new Map(rows.map((r) => [r.version, r.fingerprint]));
   }
 
+  /**
+   * What kind of clear-text string already equals `value` (a model's name, id, api_base, any value or
+   * key in its litellm_params or model_info, an alias or fallback), or undefined. Equality only.
+   */
+  async textEqualTo(value: string): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ what: string | null }>(
+      `WITH v AS (SELECT $1::text AS s, jsonb_build_object('v', $1::text) AS vars)
+       SELECT CASE
+         WHEN EXISTS (SELECT 1 FROM models, v WHERE model_name = v.s OR model = v.s OR api_base = v.s) THEN 'model field'
+         WHEN EXISTS (SELECT 1 FROM models, v WHERE jsonb_path_exists(litellm_params, 'strict $.** ? (@ == $v)', v.vars, true)
+                        OR jsonb_path_exists(model_info, 'strict $.** ? (@ == $v)', v.vars, true)
+                        OR jsonb_path_exists(litellm_params, 'lax $.**.keyvalue() ? (@.key == $v)', v.vars, true)
+                        OR jsonb_path_exists(model_info, 'lax $.**.keyvalue() ? (@.key == $v)', v.vars, true)) THEN 'model parameter'
+         WHEN EXISTS (SELECT 1 FROM routing, v WHERE aliases ? v.s OR fallbacks ? v.s
+                        OR jsonb_path_exists(aliases, 'strict $.** ? (@ == $v)', v.vars, true)
+                        OR jsonb_path_exists(fallbacks, 'strict $.** ? (@ == $v)', v.vars, true)) THEN 'routing name'
+       END AS what`,
+      [value],
+    );
+    return rows[0]?.what ?? undefined;
+  }
+
   async envVarOwner(c: PoolClient, envVar: string): Promise<string | undefined> {
     const { rows } = await c.query<{ name: string }>('SELECT name FROM platform_keys WHERE env_var = $1', [envVar]);
     return rows[0]?.name;

@@ -1,8 +1,11 @@
-import type { Pool } from '../../db/pool';
+import type { Pool, PoolClient } from '../../db/pool';
 import { withTransaction } from '../../db/pool';
-import { Conflict, NotFound } from '../../http/errors';
+import { deploymentPairs, destinationOf, type Pair } from '../../destinations';
+import { Conflict, NotFound, ValidationFailed } from '../../http/errors';
 import type { RequestContext } from '../../http/principal';
+import { isReservedKey } from '../../key-rules';
 import { appendAudit } from '../audit/audit-store';
+import type { DestinationsService } from '../destinations/destinations-service';
 
 export interface ProviderInput {
   kind: string;
@@ -52,7 +55,10 @@ const view = (r: Row): ProviderView => ({
 });
 
 export class ProvidersService {
-  constructor(private readonly pool: Pool) {}
+  constructor(
+    private readonly pool: Pool,
+    private readonly destinations: DestinationsService,
+  ) {}
 
   async list(): Promise<ProviderView[]> {
     return (await this.pool.query<Row>(`${SELECT} ORDER BY p.slug`)).rows.map(view);
@@ -74,16 +80,45 @@ export class ProvidersService {
         key_name: input.key_name ?? cur?.key_name ?? slug,
         enabled: input.active ?? cur?.enabled ?? true,
       };
+      if (isReservedKey(next.key_name)) {
+        throw new ValidationFailed([{ field: 'key_name', rule: `${next.key_name} is LiteLLM's own key and is never sent to a provider` }]);
+      }
+      // Where keys go changes only with kind, api_base or key_name; switching a provider on or off sends nothing new.
+      const rebound = !cur || cur.kind !== next.kind || cur.api_base !== next.api_base || cur.key_name !== next.key_name;
+      const approved = rebound ? await this.destinations.enforce(c, await this.pairs(c, slug, next, input), ctx) : [];
       await c.query(
         `INSERT INTO providers (slug, kind, api_base, key_name, enabled) VALUES ($1,$2,$3,$4,$5)
          ON CONFLICT (slug) DO UPDATE SET kind = EXCLUDED.kind, api_base = EXCLUDED.api_base, key_name = EXCLUDED.key_name,
            enabled = EXCLUDED.enabled, updated_at = now()`,
         [slug, next.kind, next.api_base, next.key_name, next.enabled],
       );
-      await appendAudit(c, { actor: ctx.principal.actor, action: cur ? 'provider.update' : 'provider.create', target: `provider/${slug}`, requestId: ctx.requestId, details: next });
+      await appendAudit(c, {
+        actor: ctx.principal.actor,
+        action: cur ? 'provider.update' : 'provider.create',
+        target: `provider/${slug}`,
+        requestId: ctx.requestId,
+        details: approved.length ? { ...next, approved_destinations: approved } : next,
+      });
       return !cur;
     });
     return { view: await this.get(slug), created };
+  }
+
+  /** The pairs a provider makes with its new binding: its own, and those of every model it serves. */
+  private async pairs(c: PoolClient, slug: string, next: { kind: string; api_base: string | null; key_name: string }, input: ProviderInput): Promise<Pair[]> {
+    const field = input.api_base !== undefined ? 'api_base' : input.key_name !== undefined ? 'key_name' : 'kind';
+    const provider = { kind: next.kind, apiBase: next.api_base, keyName: next.key_name };
+    const pairs: Pair[] = [{ keyName: next.key_name, destination: destinationOf(next.kind, next.api_base), field }];
+    const keyOfEnv = await this.destinations.store.keyOfEnv(c);
+    const models = await c.query<{ id: string; api_base: string | null; litellm_params: Record<string, unknown> }>(
+      'SELECT id, api_base, litellm_params FROM models WHERE provider = $1 ORDER BY id',
+      [slug],
+    );
+    for (const m of models.rows) {
+      const { pairs: own } = deploymentPairs({ model: { apiBase: m.api_base, litellmParams: m.litellm_params }, provider, providerField: field }, keyOfEnv);
+      for (const p of own) pairs.push({ ...p, field: p.field === field ? field : `model ${m.id} ${p.field}` });
+    }
+    return pairs;
   }
 
   async delete(slug: string, ctx: RequestContext): Promise<void> {
