@@ -8,6 +8,8 @@ import request from 'supertest';
 import { loadSettings, type Settings } from '../../src/config';
 import { Keyring } from '../../src/crypto/keyring';
 import { createKeyplane, type Keyplane } from '../../src/main';
+import { SECRET_TABLES } from '../../src/crypto/secret-tables';
+import type { StoredJwe } from '../../src/crypto/keyring';
 import { createTestDatabase, type TestDatabase } from './db';
 
 export interface TestApp {
@@ -52,6 +54,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
   let captured = '';
   stream.on('data', (c: Buffer) => (captured += c.toString('utf8')));
   const kp = await createKeyplane(settings, { logStream: stream });
+  const responses = captureResponses(kp);
   const api = (): request.Agent => request.agent(kp.url!).set('Authorization', `Bearer ${adminToken}`);
   return {
     kp,
@@ -63,12 +66,67 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     logs: () => captured,
     api,
     async close() {
+      // The secret scan: every value stored through this app, looked for in its logs and responses.
+      const secrets = await storedSecrets(kp).catch(() => []);
       await kp.stop();
       // supertest's requests go through Node's keep-alive global agent; its idle sockets to the
       // stopped server would otherwise hold the test process open for the agent's timeout.
       http.globalAgent.destroy();
       if (!opts.db) await db.drop();
       rmSync(dir, { recursive: true, force: true });
+      const leaks = findLeaks(secrets, [{ where: 'the log', text: captured }, ...responses]);
+      if (leaks.length) throw new Error(`secret scan: ${leaks.length} stored secret value(s) leaked: ${leaks.join('; ')}`);
     },
   };
+}
+
+/** Bodies of every response this app sends, except the audited decrypted endpoint (which exists to show a key). */
+function captureResponses(kp: Keyplane): Array<{ where: string; text: string }> {
+  const out: Array<{ where: string; text: string }> = [];
+  kp.server!.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (/\/decrypted\/*$/.test((req.url ?? '').split('?')[0]!)) return;
+    const chunks: Buffer[] = [];
+    const keep = (chunk: unknown): void => {
+      if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') chunks.push(Buffer.from(chunk as string));
+    };
+    const write = res.write.bind(res) as (...a: unknown[]) => boolean;
+    const end = res.end.bind(res) as (...a: unknown[]) => http.ServerResponse;
+    (res as unknown as { write: (...a: unknown[]) => boolean }).write = (...a: unknown[]) => {
+      keep(a[0]);
+      return write(...a);
+    };
+    (res as unknown as { end: (...a: unknown[]) => http.ServerResponse }).end = (...a: unknown[]) => {
+      keep(a[0]);
+      const headers = JSON.stringify(res.getHeaders());
+      out.push({ where: `${req.method} ${req.url}`, text: headers + Buffer.concat(chunks).toString('utf8') });
+      return end(...a);
+    };
+  });
+  return out;
+}
+
+/** Every secret value stored in the database (all versions of every platform key, every BYOK key). */
+async function storedSecrets(kp: Keyplane): Promise<string[]> {
+  const out: string[] = [];
+  for (const t of SECRET_TABLES) {
+    if (t.table === 'keyplane_secrets') continue;
+    const { rows } = await kp.pool.query<Record<string, unknown> & { jwe: StoredJwe }>(`SELECT ${t.keys.join(', ')}, jwe FROM ${t.table}`);
+    for (const row of rows) {
+      try {
+        out.push(await kp.keyring.decrypt(row.jwe, t.ref(row)));
+      } catch {
+        // A row a test tampered with on purpose.
+      }
+    }
+  }
+  return out.filter((v) => v.length >= 8);
+}
+
+export function findLeaks(secrets: string[], texts: Array<{ where: string; text: string }>): string[] {
+  const leaks: string[] = [];
+  for (const { where, text } of texts) {
+    const hit = secrets.find((v) => text.includes(v));
+    if (hit) leaks.push(`${where} holds the value ending in ${hit.slice(-4)}`);
+  }
+  return leaks;
 }
