@@ -5,8 +5,17 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import request from 'supertest';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { loadSettings } from '../src/config';
 import { Keyring } from '../src/crypto/keyring';
+import { createPool, isUnavailable } from '../src/db/pool';
+import { TokensStore } from '../src/features/tokens/tokens-store';
+import { createApp } from '../src/http/app';
+import { Authenticator } from '../src/http/auth';
+import { RouteTable } from '../src/http/route-table';
+import { createLogger, SecretRegistry } from '../src/log';
+import { createMetrics } from '../src/metrics';
 import { createKeyplane, type Keyplane } from '../src/main';
 import { spawnEmbeddedPostgres, type EmbeddedCluster } from './helpers/embedded-pg';
 import { envLine, waitForFile } from './helpers/sync';
@@ -119,4 +128,73 @@ describe('fault: Postgres stops and returns', () => {
     expect(logs).toMatch(/database unavailable/);
     for (const value of acked.values()) expect(logs).not.toContain(value);
   });
+});
+
+/** A host that accepts the connection and then says nothing (a hung server, a half-open path). */
+describe('fault: a database that accepts connections but never answers', () => {
+  let silent: Server;
+  const sockets = new Set<Socket>();
+  let url: string;
+  beforeAll(async () => {
+    silent = createServer((s) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    url = `postgres://keyplane:x@127.0.0.1:${(silent.address() as AddressInfo).port}/keyplane`;
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => silent.close(r));
+  });
+
+  it('a request that needs it gets 503 within 2 s (the pool gives up connecting), /readyz 503', async () => {
+    const pool = createPool(url, { max: 2 });
+    const routes = new RouteTable();
+    routes.add({ method: 'get', path: '/api/v1/admin/probe', access: 'viewer', summary: 'probe', tag: 'test', handler: () => ({ ok: true }) });
+    const app = createApp({
+      log: createLogger({ secrets: new SecretRegistry(), silent: true }),
+      metrics: createMetrics(),
+      pool,
+      auth: new Authenticator({ tokens: new TokensStore(pool), maxFailures: 100 }),
+      routes,
+      version: 'test',
+    });
+    try {
+      for (const path of ['/api/v1/admin/probe', '/api/v1/admin/probe']) {
+        const started = Date.now();
+        // An API token is looked up in the database.
+        const res = await request(app).get(path).set('Authorization', 'Bearer kp_some-api-token');
+        expect([res.status, res.body.type]).toEqual([503, 'https://keyplane.dev/problems/unavailable']);
+        expect(res.headers['retry-after']).toBe('2');
+        expect(Date.now() - started).toBeLessThan(2_000);
+      }
+      await request(app).get('/readyz').expect(503);
+    } finally {
+      await pool.end().catch(() => undefined);
+    }
+  });
+});
+
+describe('isUnavailable', () => {
+  it.each([
+    ['ECONNREFUSED', { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 127.0.0.1:5432' }],
+    ['ECONNRESET', { code: 'ECONNRESET', message: 'read ECONNRESET' }],
+    ['57P01 admin shutdown', { code: '57P01', message: 'terminating connection due to administrator command' }],
+    ['57P03 cannot connect now', { code: '57P03', message: 'the database system is shutting down' }],
+    ['08006 connection failure', { code: '08006', message: 'connection failure' }],
+    ['08001 cannot establish', { code: '08001', message: 'could not connect' }],
+    ['pool wait timeout', new Error('timeout exceeded when trying to connect')],
+    ['connect timeout', new Error('Connection terminated due to connection timeout')],
+    ['lost connection', new Error('Connection terminated unexpectedly')],
+  ])('%s: yes', (_what, err) => expect(isUnavailable(err)).toBe(true));
+
+  it.each([
+    ['unique violation', { code: '23505', message: 'duplicate key' }],
+    ['bad input', { code: '22P02', message: 'invalid input syntax' }],
+    ['serialization failure', { code: '40001', message: 'could not serialize access' }],
+    ['a plain error', new Error('boom')],
+    ['a message that only mentions a timeout', new Error('upstream said: timeout exceeded when trying to connect')],
+    ['not an object', 'ECONNREFUSED'],
+  ])('%s: no', (_what, err) => expect(isUnavailable(err)).toBe(false));
 });
