@@ -52,15 +52,15 @@ export interface EmbeddedDatabase {
 /** Prefix of the private directory that holds the superuser password file while initdb runs. */
 export const INIT_DIR_PREFIX = 'pg-init-';
 
-/** The `postgres` account Postgres runs as when we are root, created (as the library would) if missing. */
-function postgresAccount(): { uid: number; gid: number } {
-  const id = (flag: string): number => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+/** The group of the `postgres` account Postgres runs as when we are root, created (as the library would) if missing. */
+function postgresGid(): number {
+  const gid = (): number => Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
   try {
-    return { uid: id('-u'), gid: id('-g') };
+    return gid();
   } catch {
     execFileSync('groupadd', ['postgres'], { stdio: 'ignore' });
     execFileSync('useradd', ['-g', 'postgres', 'postgres'], { stdio: 'ignore' });
-    return { uid: id('-u'), gid: id('-g') };
+    return gid();
   }
 }
 
@@ -76,7 +76,7 @@ async function initialisePrivately(dataDir: string, isRoot: boolean, init: () =>
   for (const name of readdirSync(dataDir)) if (name.startsWith(INIT_DIR_PREFIX)) rmSync(path.join(dataDir, name), { recursive: true, force: true });
   const dir = mkdtempSync(path.join(dataDir, INIT_DIR_PREFIX));
   if (isRoot) {
-    chownSync(dir, 0, postgresAccount().gid);
+    chownSync(dir, 0, postgresGid());
     chmodSync(dir, 0o2750);
   }
   const tmpdir = process.env.TMPDIR;
