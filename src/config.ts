@@ -4,6 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import YAML from 'yaml';
 import cron from 'node-cron';
+import proxyaddr from 'proxy-addr';
 import { parseDuration } from './duration';
 import { displayUrl } from './url';
 
@@ -129,6 +130,19 @@ function list(raw: string): string[] {
   return raw.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+/** Each entry is checked the way Express will read it (proxy-addr), so a typo stops start-up instead of trusting nobody. */
+function proxies(raw: string, env: string): string[] {
+  const entries = list(raw);
+  for (const entry of entries) {
+    try {
+      proxyaddr.compile(entry);
+    } catch {
+      throw new ConfigError(env, `"${entry}" is not an IP address, a CIDR range, or one of loopback, linklocal, uniquelocal`);
+    }
+  }
+  return entries;
+}
+
 function d<K extends keyof Settings>(key: K, env: string, parse: Def<K>['parse'], secret = false): Def<K> {
   return { key, env, parse, secret };
 }
@@ -150,7 +164,7 @@ const DEFS = [
   d('jwksUrl', 'KEYPLANE_JWKS_URL', url),
   d('jwtIssuer', 'KEYPLANE_JWT_ISSUER', str),
   d('jwtAudience', 'KEYPLANE_JWT_AUDIENCE', str),
-  d('trustedProxies', 'KEYPLANE_TRUSTED_PROXIES', list),
+  d('trustedProxies', 'KEYPLANE_TRUSTED_PROXIES', proxies),
   d('outputDir', 'KEYPLANE_OUTPUT_DIR', (r) => path.resolve(r)),
   d('baseConfig', 'KEYPLANE_BASE_CONFIG', (r) => path.resolve(r)),
   d('syncWait', 'KEYPLANE_SYNC_WAIT', parseSyncWait),
@@ -258,6 +272,10 @@ function pick(env: Source): Source {
 function validate(s: Settings): void {
   if (s.masterKey && s.masterKeyFile) throw new ConfigError('KEYPLANE_MASTER_KEY_FILE', 'set either KEYPLANE_MASTER_KEY or KEYPLANE_MASTER_KEY_FILE, not both');
   if (s.jwtSecret && s.jwksUrl) throw new ConfigError('KEYPLANE_JWKS_URL', 'set either KEYPLANE_JWT_SECRET or KEYPLANE_JWKS_URL, not both');
+  // A JWKS usually belongs to an identity provider that signs tokens for many applications: without
+  // both checks, a token it issued for any of them would be accepted here.
+  if (s.jwksUrl && !s.jwtIssuer) throw new ConfigError('KEYPLANE_JWT_ISSUER', 'is required with KEYPLANE_JWKS_URL');
+  if (s.jwksUrl && !s.jwtAudience) throw new ConfigError('KEYPLANE_JWT_AUDIENCE', 'is required with KEYPLANE_JWKS_URL');
   if (s.reload === 'command' && !s.reloadCommand) throw new ConfigError('KEYPLANE_RELOAD_COMMAND', 'is required when KEYPLANE_RELOAD=command');
   if (s.reload === 'docker' && s.dockerContainers.length === 0 && !s.dockerLabel) {
     throw new ConfigError('KEYPLANE_DOCKER_CONTAINERS', 'KEYPLANE_RELOAD=docker needs KEYPLANE_DOCKER_CONTAINERS or KEYPLANE_DOCKER_LABEL');

@@ -192,6 +192,8 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       adminToken: settings.adminToken,
       jwtSecret: settings.jwtSecret,
       jwksUrl: settings.jwksUrl,
+      jwtIssuer: settings.jwtIssuer,
+      jwtAudience: settings.jwtAudience,
       tokens,
       maxFailures: settings.authMaxFailures,
     });
@@ -207,7 +209,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     };
 
     if (opts.listen !== false) {
-      const app = createApp({ log: log.child({ component: 'http' }), metrics, pool, auth, routes, version: VERSION });
+      const app = createApp({ log: log.child({ component: 'http' }), metrics, pool, auth, routes, version: VERSION, trustedProxies: settings.trustedProxies });
       const server = createServer(app);
       server.keepAliveTimeout = 65_000;
       await new Promise<void>((resolve, reject) => {

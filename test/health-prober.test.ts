@@ -201,16 +201,17 @@ describe('prober', () => {
     const receiver = await startReceiver();
     try {
       const alerter = new WebhookAlerter({ url: receiver.url, instance: 'test-1', log: env.log, secrets: env.logSecrets, backoffMs: 10 });
-      await env.putKey('soon', K.soon, new Date(Date.now() + 3 * 86_400_000 + 60_000));
+      const soonAt = new Date(Date.now() + 3 * 86_400_000 + 60_000);
+      await env.putKey('soon', K.soon, soonAt);
       await env.putKey('later', K.later, new Date(Date.now() + 30 * 86_400_000));
       const registry = new client.Registry();
       prober = env.prober({ alerter, registry, probeLitellm: false });
       await prober.runNow();
       await prober.runNow();
       const metrics = await registry.metrics();
-      expect(metrics).toContain('keyplane_platform_key_expiring{key="soon"} 1');
-      expect(metrics).toContain('keyplane_platform_key_expiring{key="later"} 0');
-      expect(metrics).toMatch(/keyplane_platform_key_expiry_timestamp_seconds\{key="soon"\} \d{10}/);
+      expect(metrics).toContain('keyplane_platform_keys_expiring 1');
+      expect(metrics).toContain(`keyplane_platform_key_earliest_expiry_timestamp_seconds ${Math.floor(soonAt.getTime() / 1000)}`);
+      expect(metrics).not.toMatch(/"(soon|later)"/);
       await receiver.waitFor(1);
       expect(receiver.bodies).toEqual([expect.objectContaining({ type: 'key.expiring', key_name: 'soon', key_version: 1, days_left: 3 })]);
       expect(env.logs()).toContain('platform key soon expires in 3 days');

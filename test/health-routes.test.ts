@@ -124,7 +124,7 @@ describe('health API', () => {
     expect(res.body.litellm).toMatchObject({ url: displayUrl(fake.base('litellm')), status: 'healthy', version: '1.81.15' });
     const metrics = await request(url).get('/metrics').expect(200);
     expect(metrics.text).toContain('keyplane_provider_health_status{provider="alpha",status="healthy"} 1');
-    expect(metrics.text).toContain('keyplane_platform_key_expiring{key="alpha"} 1');
+    expect(metrics.text).toContain('keyplane_platform_keys_expiring 1');
   });
 
   it('history pages newest first, 404 for an unknown provider, 400 for a bad query', async () => {

@@ -1,4 +1,5 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -44,15 +45,59 @@ function freePort(): Promise<number> {
 
 export interface EmbeddedDatabase {
   url: string;
+  port: number;
   stop(): Promise<void>;
+}
+
+/** Prefix of the private directory that holds the superuser password file while initdb runs. */
+export const INIT_DIR_PREFIX = 'pg-init-';
+
+/** The group of the `postgres` account Postgres runs as when we are root, created (as the library would) if missing. */
+function postgresGid(): number {
+  const gid = (): number => Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+  try {
+    return gid();
+  } catch {
+    execFileSync('groupadd', ['postgres'], { stdio: 'ignore' });
+    execFileSync('useradd', ['-g', 'postgres', 'postgres'], { stdio: 'ignore' });
+    return gid();
+  }
+}
+
+/**
+ * Runs the library's initdb with its superuser password file kept private. The library writes
+ * that file into os.tmpdir() with the process umask (world-readable under the usual 022), so for
+ * the duration of `init` TMPDIR points at a fresh directory under the data dir and the umask
+ * takes every bit from others: the file is 0600 in a 0700 directory, or, as root (initdb then
+ * runs as `postgres`, which must read it), 0640 with group `postgres` in a setgid 2750 directory.
+ */
+async function initialisePrivately(dataDir: string, isRoot: boolean, init: () => Promise<void>): Promise<void> {
+  // A crash during an earlier init may have left one behind, with a password file in it.
+  for (const name of readdirSync(dataDir)) if (name.startsWith(INIT_DIR_PREFIX)) rmSync(path.join(dataDir, name), { recursive: true, force: true });
+  const dir = mkdtempSync(path.join(dataDir, INIT_DIR_PREFIX));
+  if (isRoot) {
+    chownSync(dir, 0, postgresGid());
+    chmodSync(dir, 0o2750);
+  }
+  const tmpdir = process.env.TMPDIR;
+  const umask = process.umask(isRoot ? 0o027 : 0o077);
+  process.env.TMPDIR = dir;
+  try {
+    await init();
+  } finally {
+    process.umask(umask);
+    if (tmpdir === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = tmpdir;
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /**
  * Starts a Postgres cluster kept under `<dataDir>/pg` (created on first use, reused after), on a
- * free loopback port with no Unix socket, and returns its URL. Runs as the `postgres` user when
- * started as root, since Postgres refuses to run as root.
+ * loopback port (`port`, or a free one) with no Unix socket, and returns its URL. Runs as the
+ * `postgres` user when started as root, since Postgres refuses to run as root.
  */
-export async function startEmbeddedPostgres(dataDir: string, log: Logger, database = 'keyplane'): Promise<EmbeddedDatabase> {
+export async function startEmbeddedPostgres(dataDir: string, log: Logger, database = 'keyplane', port?: number): Promise<EmbeddedDatabase> {
   const Ctor = loadEmbeddedPostgres();
   const pgDir = path.join(dataDir, 'pg');
   const pwFile = path.join(dataDir, 'pg.password');
@@ -69,11 +114,11 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
   } else {
     password = readFileSync(pwFile, 'utf8').trim();
   }
-  const port = await freePort();
+  const pgPort = port ?? (await freePort());
   const recent: string[] = [];
   const pg = new Ctor({
     databaseDir: pgDir,
-    port,
+    port: pgPort,
     user: 'keyplane',
     password,
     authMethod: 'scram-sha-256',
@@ -91,7 +136,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
   });
   if (fresh) {
     log.info('initialising embedded Postgres', { dir: pgDir });
-    await pg.initialise();
+    await initialisePrivately(dataDir, isRoot, () => pg.initialise());
   }
   try {
     await pg.start();
@@ -100,12 +145,13 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
     const said = recent.filter((l) => /FATAL|ERROR|HINT|lock file/.test(l)).join(' | ');
     throw new Error(`embedded Postgres in ${pgDir} did not start${err instanceof Error ? `: ${err.message}` : ''}${said ? `: ${said}` : ''}`);
   }
-  const url = `postgres://keyplane:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
+  const url = `postgres://keyplane:${encodeURIComponent(password)}@127.0.0.1:${pgPort}/${database}`;
   if (fresh && database !== 'postgres') await pg.createDatabase(database);
-  log.info('embedded Postgres started', { dir: pgDir, port });
+  log.info('embedded Postgres started', { dir: pgDir, port: pgPort });
   let stopped = false;
   return {
     url,
+    port: pgPort,
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -11,7 +11,11 @@ export function createPool(connectionString: string, opts: { max?: number; appli
     connectionString,
     max: opts.max ?? 10,
     idleTimeoutMillis: 30_000,
-    connectionTimeoutMillis: 5_000,
+    // Also bounds the wait for a free client: with the database gone, a request fails (503) within
+    // this, and a host that drops packets does not hold it for the kernel's connect timeout.
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    // A peer that vanished without closing (host down, network cut) is found by TCP keepalive.
+    keepAlive: true,
     application_name: opts.applicationName ?? 'keyplane',
   });
   // An idle client that loses its server emits here; without a listener it would crash the process.
@@ -21,6 +25,8 @@ export function createPool(connectionString: string, opts: { max?: number; appli
   pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
+
+export const CONNECT_TIMEOUT_MS = 1_500;
 
 const RETRYABLE = new Set(['40001', '40P01', '57P03', '53300', '08006', '08003', '08000', '57P01']);
 const RETRYABLE_NET = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT']);
@@ -47,6 +53,23 @@ export function isConnectionError(err: unknown): boolean {
   if (!e || typeof e !== 'object') return false;
   if (e.code && (RETRYABLE_NET.has(e.code) || ['08006', '08003', '08000', '57P01'].includes(e.code))) return true;
   return /Connection terminated unexpectedly/.test(e.message ?? '');
+}
+
+// pg's own messages for a connection that could not be had or was lost (they carry no code).
+const UNAVAILABLE_MESSAGE = /^(timeout exceeded when trying to connect|Connection terminated unexpectedly|Connection terminated due to connection timeout|Client has encountered a connection error and is not queryable)/;
+const UNAVAILABLE_NET = new Set([...RETRYABLE_NET, 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND']);
+// 57P01 admin shutdown, 57P02 crash shutdown, 57P03 starting up or shutting down, 53300 too many connections.
+const UNAVAILABLE_SQLSTATE = new Set(['57P01', '57P02', '57P03', '53300']);
+
+/**
+ * Whether `err` means the database cannot be reached right now (down, restarting, unreachable, or
+ * no connection free in time), as opposed to a problem with the request: the API answers 503.
+ */
+export function isUnavailable(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  if (!e || typeof e !== 'object' || err instanceof CommitOutcomeUnknown) return false;
+  if (typeof e.code === 'string' && (UNAVAILABLE_NET.has(e.code) || UNAVAILABLE_SQLSTATE.has(e.code) || /^08[0-9A-Z]{3}$/.test(e.code))) return true;
+  return typeof e.message === 'string' && UNAVAILABLE_MESSAGE.test(e.message);
 }
 
 export function isRetryable(err: unknown): boolean {

@@ -130,8 +130,8 @@ interface ProberMetrics {
   status: client.Gauge<'provider' | 'status'>;
   latency: client.Histogram<'provider'>;
   litellmStatus: client.Gauge<'status'>;
-  keyExpiring: client.Gauge<'key'>;
-  keyExpiry: client.Gauge<'key'>;
+  keysExpiring: client.Gauge;
+  earliestExpiry: client.Gauge;
   rounds: client.Counter<'outcome'>;
   roundDuration: client.Gauge;
 }
@@ -148,8 +148,14 @@ function createMetrics(registry: client.Registry): ProberMetrics {
       registers,
     }),
     litellmStatus: new client.Gauge({ name: 'keyplane_litellm_health_status', help: "1 for LiteLLM's status, 0 for the others", labelNames: ['status'], registers }),
-    keyExpiring: new client.Gauge({ name: 'keyplane_platform_key_expiring', help: '1 when a platform key expires within 14 days (or has expired)', labelNames: ['key'], registers }),
-    keyExpiry: new client.Gauge({ name: 'keyplane_platform_key_expiry_timestamp_seconds', help: 'When a platform key expires (Unix time), for keys with expires_at', labelNames: ['key'], registers }),
+    // Aggregates only: /metrics is unauthenticated, and key names say which providers and teams
+    // a company pays for. The health API (viewer) lists the keys themselves.
+    keysExpiring: new client.Gauge({ name: 'keyplane_platform_keys_expiring', help: 'Platform keys that expire within 14 days or have expired', registers }),
+    earliestExpiry: new client.Gauge({
+      name: 'keyplane_platform_key_earliest_expiry_timestamp_seconds',
+      help: 'The earliest expires_at among platform keys (Unix time; +Inf when none has one, NaN before the first health round)',
+      registers,
+    }),
     rounds: new client.Counter({ name: 'keyplane_health_rounds_total', help: 'Health rounds by outcome (done, skipped, failed)', labelNames: ['outcome'], registers }),
     roundDuration: new client.Gauge({ name: 'keyplane_health_round_duration_seconds', help: 'Wall time of the last health round', registers }),
   };
@@ -190,6 +196,7 @@ export class Prober {
     setMaxListeners(0, this.abort.signal);
     this.log = deps.log.child({ component: 'prober' });
     this.metrics = createMetrics(deps.registry);
+    this.metrics.earliestExpiry.set(NaN);
     this.now = deps.now ?? (() => new Date());
     this.random = deps.random ?? Math.random;
     this.litellmUrl = displayUrl(deps.settings.litellmUrl);
@@ -447,14 +454,14 @@ export class Prober {
 
   private reportExpiry(keys: Array<{ name: string; version: number; expires_at: Date | null }>): void {
     const now = this.now().getTime();
-    this.metrics.keyExpiring.reset();
-    this.metrics.keyExpiry.reset();
+    let expiringCount = 0;
+    let earliest = Infinity;
     for (const k of keys) {
       const expiresAt = k.expires_at?.getTime();
       const expiring = expiresAt !== undefined && expiresAt - now < EXPIRING_WITHIN_MS;
-      this.metrics.keyExpiring.set({ key: k.name }, expiring ? 1 : 0);
+      if (expiring) expiringCount++;
       if (expiresAt === undefined) continue;
-      this.metrics.keyExpiry.set({ key: k.name }, Math.floor(expiresAt / 1000));
+      earliest = Math.min(earliest, Math.floor(expiresAt / 1000));
       const id = `${k.name}@${k.version}`;
       if (!expiring || this.expiryAlerted.has(id)) continue;
       this.expiryAlerted.add(id);
@@ -462,6 +469,8 @@ export class Prober {
       this.log.warn(`platform key ${k.name} ${daysLeft < 0 ? 'has expired' : `expires in ${daysLeft} days`}`, { key_name: k.name, version: k.version, expires_at: k.expires_at });
       this.alert({ type: 'key.expiring', key_name: k.name, key_version: k.version, expires_at: k.expires_at!.toISOString(), days_left: daysLeft });
     }
+    this.metrics.keysExpiring.set(expiringCount);
+    this.metrics.earliestExpiry.set(earliest);
   }
 
   private alert(event: Omit<AlertEvent, 'at' | 'instance'>): void {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import { CommitOutcomeUnknown, type Pool } from '../db/pool';
+import { CommitOutcomeUnknown, isUnavailable, type Pool } from '../db/pool';
 import { AppError, NotFound } from './errors';
 import type { Authenticator } from './auth';
 import type { RouteTable } from './route-table';
@@ -14,10 +14,13 @@ export interface AppDeps {
   auth: Authenticator;
   routes: RouteTable;
   version: string;
+  /** KEYPLANE_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client (`req.ip`); none by default. */
+  trustedProxies?: string[];
 }
 
 const JSON_LIMIT = 64 * 1024;
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+const UNAVAILABLE_RETRY_AFTER_S = 2;
 
 function problem(res: express.Response, status: number, type: string, title: string, detail: string, extra: Record<string, unknown> = {}): void {
   res
@@ -31,7 +34,7 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.set('trust proxy', false);
+  app.set('trust proxy', deps.trustedProxies?.length ? deps.trustedProxies : false);
 
   app.use(((req, res, next) => {
     const given = req.get('x-request-id');
@@ -95,6 +98,12 @@ export function createApp(deps: AppDeps): Express {
     if (e instanceof CommitOutcomeUnknown) {
       log.error('commit outcome unknown', { err, method: req.method, path: req.path, request_id: res.locals.requestId });
       return problem(res, 503, 'commit-outcome-unknown', 'Commit outcome unknown', `${e.message}; read the resource before trying again`);
+    }
+    // The database is down or restarting: say so at once, and when to try again, instead of a 500.
+    if (isUnavailable(e)) {
+      log.warn('database unavailable', { err, method: req.method, path: req.path, request_id: res.locals.requestId });
+      res.setHeader('Retry-After', String(UNAVAILABLE_RETRY_AFTER_S));
+      return problem(res, 503, 'unavailable', 'Service unavailable', 'the database is unreachable; retry shortly');
     }
     // A unique or foreign-key race that slipped past the service's own checks is still a conflict, not a crash.
     if (e.code === '23505' || e.code === '23503') {
