@@ -120,7 +120,8 @@ describe('litellm-api reloader', () => {
 
     expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['POST /credentials', 'POST /credentials', 'POST /model/new', 'POST /model/new']);
     const openai = fake.credentials.get('keyplane-openai')!;
-    expect(openai.credential_values).toEqual({ api_key: state.keys[0]!.value, api_base: 'https://api.openai.com/v1' });
+    // A credential holds the key alone: each model carries its own api_base.
+    expect(openai.credential_values).toEqual({ api_key: state.keys[0]!.value });
     expect(openai.credential_info).toMatchObject({ custom_llm_provider: 'openai', description: 'managed by keyplane', keyplane_managed: true });
     expect(fake.credentials.get('keyplane-anthropic')!.credential_values).toEqual({ api_key: state.keys[1]!.value });
     // The master key, a disabled provider's key and a provider without a key make no credential.
@@ -160,7 +161,7 @@ describe('litellm-api reloader', () => {
     expect(body.credential_name).toBe('keyplane-openai');
     expect(body.credential_values).toEqual({ api_key: rotated });
     expect(Object.keys(body.credential_info)).toEqual(['keyplane_digests']);
-    expect(fake.credentials.get('keyplane-openai')!.credential_values).toEqual({ api_key: rotated, api_base: 'https://api.openai.com/v1' });
+    expect(fake.credentials.get('keyplane-openai')!.credential_values).toEqual({ api_key: rotated });
     expect(fake.maskedEchoes).toBe(0);
 
     fake.clearRequests();
@@ -175,6 +176,8 @@ describe('litellm-api reloader', () => {
     state.models[0]!.rpm = 250;
     state.models[1]!.modelName = 'claude-sonnet';
     state.providers.find((p) => p.slug === 'anthropic')!.apiBase = 'https://anthropic.example/v1';
+    // An admin approved the new host for the anthropic key.
+    state.approvals = approvalsFor(state.providers, state.models);
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
     expect(fake.maskedEchoes).toBe(0);
@@ -191,10 +194,7 @@ describe('litellm-api reloader', () => {
     expect((patchClaude.body as { litellm_params: unknown }).litellm_params).toEqual({ api_base: 'https://anthropic.example/v1' });
 
     const patchCred = fake.writes().find((w) => w.path === '/credentials/keyplane-anthropic')!;
-    expect((patchCred.body as { credential_values: unknown }).credential_values).toEqual({
-      api_key: state.keys[1]!.value,
-      api_base: 'https://anthropic.example/v1',
-    });
+    expect((patchCred.body as { credential_values: unknown }).credential_values).toEqual({ api_key: state.keys[1]!.value });
     expect(fake.models.get(M_CLAUDE)!.model_name).toBe('claude-sonnet');
 
     fake.clearRequests();
@@ -202,15 +202,24 @@ describe('litellm-api reloader', () => {
     expect(fake.writes()).toEqual([]);
   });
 
-  it('a removed model is deleted; a provider turned off takes its models and then its credential', async () => {
+  it('a removed model is deleted, and its key\'s credential once no model uses it; a provider turned off takes its models and then its credential', async () => {
     state.keys.push(key('groq', 'GROQ_API_KEY', `gsk_${randomBytes(16).toString('hex')}`));
+    state.models.push(model(randomUUID(), 'llama-3-fast', 'groq', 'llama3-8b-8192'));
     await run();
     expect(fake.models.has(M_GROQ)).toBe(true);
     state.models = state.models.filter((m) => m.id !== M_GROQ);
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
+    // Another model still uses the groq key: its credential stays.
     expect(fake.writes().map((w) => [w.method, w.path, w.body])).toEqual([['POST', '/model/delete', { id: M_GROQ }]]);
     expect(fake.models.has(M_GROQ)).toBe(false);
+    expect(fake.credentials.has('keyplane-groq')).toBe(true);
+
+    state.models = state.models.filter((m) => m.provider !== 'groq');
+    fake.clearRequests();
+    expect((await run()).status).toBe('ok');
+    expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/delete', 'DELETE /credentials/keyplane-groq']);
+    expect(fake.credentials.has('keyplane-groq')).toBe(false);
 
     state.providers.find((p) => p.slug === 'anthropic')!.enabled = false;
     fake.clearRequests();
@@ -220,7 +229,23 @@ describe('litellm-api reloader', () => {
     expect(fake.credentials.has('keyplane-anthropic')).toBe(false);
   });
 
+  it('sends a key to no host its owner did not approve: the model and the credential go', async () => {
+    await run();
+    expect(fake.credentials.has('keyplane-anthropic')).toBe(true);
+    // An operator points the provider elsewhere; no admin approved that host for the anthropic key.
+    state.providers.find((p) => p.slug === 'anthropic')!.apiBase = 'https://collector.example/v1';
+    fake.clearRequests();
+    expect((await run()).status).toBe('ok');
+    expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/delete', 'DELETE /credentials/keyplane-anthropic']);
+    expect(fake.models.has(M_CLAUDE)).toBe(false);
+    expect(JSON.stringify(fake.requests)).not.toContain('collector.example');
+    expect(JSON.stringify(fake.requests)).not.toContain(state.keys[1]!.value);
+  });
+
   it('passes the admin\'s own litellm_params through, but never a literal secret', async () => {
+    // An os.environ/ reference must name a platform key approved for the model's host.
+    state.keys.push(key('vertex', 'VERTEX_CREDS', `vertex-${randomBytes(16).toString('hex')}`));
+    state.approvals.push({ keyName: 'vertex', destination: 'https://api.openai.com' });
     state.models[0]!.litellmParams = { temperature: 0.2, api_version: '2024-06-01', aws_secret_access_key: 'literal-secret-value-123', vertex_credentials: 'os.environ/VERTEX_CREDS' };
     await run();
     expect(fake.models.get(M_OPENAI)!.litellm_params).toEqual({
@@ -237,6 +262,10 @@ describe('litellm-api reloader', () => {
 
   it('a value or field that disappears is removed by recreating the item, since a PATCH can only add', async () => {
     await run();
+    // A credential as an older keyplane wrote it, with the provider's api_base beside the key.
+    const old = fake.credentials.get('keyplane-openai')!;
+    old.credential_values.api_base = 'https://api.openai.com/v1';
+    (old.credential_info.keyplane_digests as Record<string, string>).api_base = 'sha256:0123456789abcdef0123456789abcdef';
     state.providers.find((p) => p.slug === 'openai')!.apiBase = null;
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
@@ -436,17 +465,19 @@ describe('KEYPLANE_RELOAD=litellm-api: the running keyplane keeps LiteLLM\'s dat
 
   const reloaded = (check: () => boolean) => t.kp.events.waitFor('reload:done', () => check(), 15_000);
 
-  it('a PUT key becomes a credential, a new model (which changes no file) a DB model, a rotation one PATCH', async () => {
-    const credential = reloaded(() => fake.credentials.get('keyplane-openrouter')?.credential_values.api_key === KEY1);
+  it('a key used by a new model (which changes no file) becomes a credential and a DB model; a rotation one PATCH', async () => {
+    // A key alone makes no credential: LiteLLM gets only keys that an eligible deployment uses.
+    const stored = reloaded(() => true);
     await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: KEY1 }).expect(200);
-    await credential;
-    expect(fake.credentials.get('keyplane-openrouter')!.credential_values).toEqual({ api_key: KEY1, api_base: 'https://openrouter.ai/api/v1' });
+    await stored;
+    expect(fake.credentials.has('keyplane-openrouter')).toBe(false);
 
     let id = '';
     const modelAdded = reloaded(() => fake.models.has(id));
     const created = await t.api().post('/api/v1/admin/models').send({ model_name: 'balanced', provider: 'openrouter', model: 'openai/gpt-4o-mini', rpm: 60 }).expect(201);
     id = created.body.id;
     await modelAdded;
+    expect(fake.credentials.get('keyplane-openrouter')!.credential_values).toEqual({ api_key: KEY1 });
     expect(fake.models.get(id)!.litellm_params).toMatchObject({ model: 'openrouter/openai/gpt-4o-mini', rpm: 60, litellm_credential_name: 'keyplane-openrouter' });
     const config = readFileSync(path.join(t.settings.outputDir, 'config.yaml'), 'utf8');
     expect(config).not.toContain('gpt-4o-mini');
