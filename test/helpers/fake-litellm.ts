@@ -86,7 +86,6 @@ export class FakeLitellm {
   /** The master key this LiteLLM started with, and the one its environment holds now. */
   private masterKey: string;
   private nextMasterKey: string;
-  restarts = 0;
 
   constructor(opts: FakeLitellmOptions) {
     this.masterKey = opts.masterKey;
@@ -111,7 +110,6 @@ export class FakeLitellm {
   /** As if LiteLLM restarted: it reads its master key again (its database survives). */
   restart(): void {
     this.masterKey = this.nextMasterKey;
-    this.restarts++;
   }
 
   /** Requests other than GET. */
