@@ -73,7 +73,8 @@ interface Target {
 /**
  * `KEYPLANE_RELOAD=docker`: restarts or recreates the LiteLLM containers one at a time, each live
  * before the next, so one always serves. A replacement that never gets live is rolled back, with
- * every target before it and the previous files.
+ * every target before it and the previous files; what a crash (or an engine that went away) left
+ * half done is put back at the start of the next reload.
  */
 export class DockerReloader implements Reloader {
   readonly kind = 'docker' as const;
@@ -237,9 +238,9 @@ export class DockerReloader implements Reloader {
   }
 
   /**
-   * `recreate` mode: a replacement with the same configuration and the rendered env. The old
-   * container is renamed aside and kept (stopped) until every target is live, so that it can be
-   * put back.
+   * `recreate` mode: a replacement with the same configuration, volumes and the rendered env. The
+   * old container is renamed aside and kept (stopped) until every target is live, so that it can
+   * be put back; a crash in between is put right by recover() from its name alone.
    */
   private async recreateOne(t: Target, req: ReloadRequest): Promise<Reloaded> {
     const old = this.docker.getContainer(t.info.Id);
