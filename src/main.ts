@@ -153,7 +153,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     let sync: SyncRuntime | undefined;
     let prober: Prober | undefined;
     if (runtime) {
-      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets }), pool, log, alerter, emitter: events, secrets });
+      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets, pool, keyring }), pool, log, alerter, emitter: events, secrets });
       const queue = reloads;
       stoppers.push({ name: 'reload-queue', stop: () => queue.stop() });
       sync = createSyncRuntime(settings, {

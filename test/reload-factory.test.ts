@@ -2,6 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadSettings } from '../src/config';
+import { Keyring } from '../src/crypto/keyring';
+import { createPool } from '../src/db/pool';
 import { createLogger, SecretRegistry } from '../src/log';
 import { SafeEmitter } from '../src/events';
 import { CommandReloader } from '../src/reload/command';
@@ -22,7 +24,11 @@ describe('createReloader', () => {
     expect(createReloader(loadSettings({ ...base, KEYPLANE_RELOAD: 'command', KEYPLANE_RELOAD_COMMAND: 'systemctl try-restart litellm' }), { log })).toBeInstanceOf(CommandReloader);
     expect(createReloader(loadSettings({ ...base, KEYPLANE_RELOAD: 'docker', KEYPLANE_DOCKER_CONTAINERS: 'litellm' }), { log })).toBeInstanceOf(DockerReloader);
     expect(createReloader(loadSettings({ ...base, KEYPLANE_RELOAD: 'docker', KEYPLANE_DOCKER_LABEL: 'keyplane.litellm=true', DOCKER_HOST: 'tcp://127.0.0.1:2375' }), { log })).toBeInstanceOf(DockerReloader);
-    expect(createReloader(loadSettings({ ...base, KEYPLANE_RELOAD: 'litellm-api' }), { log })).toBeInstanceOf(LitellmApiReloader);
+    // litellm-api keeps its ledger in keyplane's database (a pool connects only when used).
+    const pool = createPool('postgres://x@127.0.0.1/x');
+    const keyring = Keyring.parse(Keyring.generateSpec('k1'), new SecretRegistry());
+    expect(createReloader(loadSettings({ ...base, KEYPLANE_RELOAD: 'litellm-api' }), { log, pool, keyring })).toBeInstanceOf(LitellmApiReloader);
+    expect(() => createReloader(loadSettings({ ...base, KEYPLANE_RELOAD: 'litellm-api' }), { log })).toThrow(/needs keyplane's database and keyring/);
   });
 
   it('rejects bad reload settings with one line naming the setting', () => {

@@ -3,77 +3,16 @@ import path from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { PassThrough } from 'node:stream';
-import { Fingerprinter } from '../src/crypto/keyring';
-import { createLogger, SecretRegistry, type Logger } from '../src/log';
+import type { Logger } from '../src/log';
 import { LitellmApiError, LitellmClient } from '../src/litellm/client';
-import { LitellmApiReloader } from '../src/reload/litellm-api';
-import type { ReloadRequest } from '../src/reload/reloader';
-import type { DesiredModel, DesiredState } from '../src/sync/desired-state';
+import type { DesiredState } from '../src/sync/desired-state';
 import { FakeLitellm } from './helpers/fake-litellm';
 import { approvalsFor } from './helpers/state';
 import { startTestApp, type TestApp } from './helpers/app';
-
-const fingerprints = new Fingerprinter(randomBytes(32));
-const MASTER = `sk-master-${randomBytes(12).toString('hex')}`;
-
-function key(name: string, envVar: string, value: string, version = 1) {
-  return { name, envVar, version, value, fingerprint: fingerprints.of(value), expiresAt: null };
-}
-
-function model(id: string, modelName: string, provider: string, upstream: string, extra: Partial<DesiredModel> = {}): DesiredModel {
-  return { id, modelName, provider, model: upstream, apiBase: null, rpm: null, tpm: null, litellmParams: {}, modelInfo: {}, ...extra };
-}
-
-const M_OPENAI = randomUUID();
-const M_CLAUDE = randomUUID();
-const M_GROQ = randomUUID();
-const M_FIREWORKS = randomUUID();
-
-function baseState(): DesiredState {
-  const state: DesiredState = {
-    keys: [
-      key('openai', 'OPENAI_API_KEY', `sk-openai-${randomBytes(16).toString('hex')}`),
-      key('anthropic', 'ANTHROPIC_API_KEY', `sk-ant-${randomBytes(16).toString('hex')}`),
-      key('fireworks', 'FIREWORKS_API_KEY', `fw-${randomBytes(16).toString('hex')}`),
-      key('litellm_master_key', 'LITELLM_MASTER_KEY', MASTER),
-    ],
-    providers: [
-      { slug: 'anthropic', kind: 'anthropic', apiBase: null, keyName: 'anthropic', enabled: true },
-      { slug: 'fireworks', kind: 'fireworks_ai', apiBase: 'https://api.fireworks.ai/inference/v1', keyName: 'fireworks', enabled: false },
-      { slug: 'groq', kind: 'groq', apiBase: 'https://api.groq.com/openai/v1', keyName: 'groq', enabled: true },
-      { slug: 'openai', kind: 'openai', apiBase: 'https://api.openai.com/v1', keyName: 'openai', enabled: true },
-    ],
-    models: [
-      model(M_OPENAI, 'gpt-4o-mini', 'openai', 'gpt-4o-mini', { rpm: 100, modelInfo: { team: 'core' } }),
-      model(M_CLAUDE, 'claude-3-5-sonnet', 'anthropic', 'claude-3-5-sonnet-20241022'),
-      model(M_GROQ, 'llama-3', 'groq', 'llama3-70b-8192'),
-      model(M_FIREWORKS, 'fw-llama', 'fireworks', 'llama-v3-70b'),
-    ],
-    routing: { aliases: {}, fallbacks: {} },
-    approvals: [],
-    authRequired: false,
-  };
-  state.approvals = approvalsFor(state.providers, state.models);
-  return state;
-}
-
-function request(state: DesiredState, revision: number, env: Record<string, string> = { LITELLM_MASTER_KEY: MASTER }): ReloadRequest {
-  return {
-    revision,
-    outputDir: '/nonexistent',
-    configPath: '/nonexistent/config.yaml',
-    envPath: '/nonexistent/litellm.env',
-    env,
-    state,
-    restorePrevious: async () => false,
-  };
-}
-
-function setKey(state: DesiredState, name: string, value: string): void {
-  const k = state.keys.find((x) => x.name === name)!;
-  Object.assign(k, { value, version: k.version + 1, fingerprint: fingerprints.of(value) });
-}
+import { createTestDatabase, type TestDatabase } from './helpers/db';
+import {
+  baseState, capturingLogger, key, ledger, M_CLAUDE, M_FIREWORKS, M_GROQ, M_OPENAI, MASTER, model, reloaderFor, request, resetLitellmState, setKey,
+} from './helpers/litellm-api';
 
 /** Every secret the state holds, to check that none reaches a log line, an error or a request it should not. */
 function secretsOf(state: DesiredState): string[] {
@@ -81,11 +20,19 @@ function secretsOf(state: DesiredState): string[] {
 }
 
 describe('litellm-api reloader', () => {
+  let db: TestDatabase;
   let fake: FakeLitellm;
   let log: Logger;
-  let logs: string;
+  let logs: () => string;
   let state: DesiredState;
   let revision: number;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
 
   beforeEach(async () => {
     fake = await FakeLitellm.start({
@@ -93,11 +40,8 @@ describe('litellm-api reloader', () => {
       configCredentials: [{ credential_name: 'config-azure', credential_values: { api_key: 'azure-config-key-123456' }, credential_info: {} }],
       configModels: [{ model_name: 'config-model', litellm_params: { model: 'openai/gpt-4' }, model_info: {} }],
     });
-    const stream = new PassThrough();
-    logs = '';
-    stream.on('data', (c: Buffer) => (logs += c.toString('utf8')));
-    // An empty registry: redaction must not be what keeps secrets out of these logs.
-    log = createLogger({ secrets: new SecretRegistry(), stream, json: true, level: 'debug' });
+    ({ log, logs } = capturingLogger());
+    await resetLitellmState(db);
     state = baseState();
     revision = 1;
   });
@@ -106,8 +50,7 @@ describe('litellm-api reloader', () => {
     await fake.stop();
   });
 
-  const reloader = (opts: { masterKey?: string; url?: string; timeoutMs?: number } = {}) =>
-    new LitellmApiReloader({ url: opts.url ?? fake.url, masterKey: opts.masterKey, log, timeoutMs: opts.timeoutMs });
+  const reloader = (opts: { masterKey?: string; url?: string; timeoutMs?: number } = {}) => reloaderFor(fake, db, log, opts);
   const run = (r = reloader()) => r.reload(request(state, revision++));
 
   it('first run creates the credentials, then the models that reference them', async () => {
@@ -120,7 +63,8 @@ describe('litellm-api reloader', () => {
 
     expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['POST /credentials', 'POST /credentials', 'POST /model/new', 'POST /model/new']);
     const openai = fake.credentials.get('keyplane-openai')!;
-    expect(openai.credential_values).toEqual({ api_key: state.keys[0]!.value, api_base: 'https://api.openai.com/v1' });
+    // A credential holds the key alone: each model carries its own api_base.
+    expect(openai.credential_values).toEqual({ api_key: state.keys[0]!.value });
     expect(openai.credential_info).toMatchObject({ custom_llm_provider: 'openai', description: 'managed by keyplane', keyplane_managed: true });
     expect(fake.credentials.get('keyplane-anthropic')!.credential_values).toEqual({ api_key: state.keys[1]!.value });
     // The master key, a disabled provider's key and a provider without a key make no credential.
@@ -134,8 +78,10 @@ describe('litellm-api reloader', () => {
     expect(fake.models.has(M_GROQ)).toBe(false);
     expect(fake.models.has(M_FIREWORKS)).toBe(false);
     expect(fake.models.get(M_CLAUDE)!.litellm_params).toEqual({ model: 'anthropic/claude-3-5-sonnet-20241022', litellm_credential_name: 'keyplane-anthropic' });
-    expect(logs).toMatch(/litellm-api reload done/);
-    expect(logs).toMatch(/"created":4/);
+    expect(logs()).toMatch(/litellm-api reload done/);
+    expect(logs()).toMatch(/"created":4/);
+    // Everything keyplane created is in its ledger (a model by LiteLLM's id, which is keyplane's).
+    expect(await ledger(db)).toEqual(['credential:keyplane-anthropic', 'credential:keyplane-openai', `model:${[M_CLAUDE, M_OPENAI].sort()[0]}`, `model:${[M_CLAUDE, M_OPENAI].sort()[1]}`]);
   });
 
   it('a second run with the same state sends no write', async () => {
@@ -160,7 +106,7 @@ describe('litellm-api reloader', () => {
     expect(body.credential_name).toBe('keyplane-openai');
     expect(body.credential_values).toEqual({ api_key: rotated });
     expect(Object.keys(body.credential_info)).toEqual(['keyplane_digests']);
-    expect(fake.credentials.get('keyplane-openai')!.credential_values).toEqual({ api_key: rotated, api_base: 'https://api.openai.com/v1' });
+    expect(fake.credentials.get('keyplane-openai')!.credential_values).toEqual({ api_key: rotated });
     expect(fake.maskedEchoes).toBe(0);
 
     fake.clearRequests();
@@ -175,6 +121,8 @@ describe('litellm-api reloader', () => {
     state.models[0]!.rpm = 250;
     state.models[1]!.modelName = 'claude-sonnet';
     state.providers.find((p) => p.slug === 'anthropic')!.apiBase = 'https://anthropic.example/v1';
+    // An admin approved the new host for the anthropic key.
+    state.approvals = approvalsFor(state.providers, state.models);
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
     expect(fake.maskedEchoes).toBe(0);
@@ -191,10 +139,7 @@ describe('litellm-api reloader', () => {
     expect((patchClaude.body as { litellm_params: unknown }).litellm_params).toEqual({ api_base: 'https://anthropic.example/v1' });
 
     const patchCred = fake.writes().find((w) => w.path === '/credentials/keyplane-anthropic')!;
-    expect((patchCred.body as { credential_values: unknown }).credential_values).toEqual({
-      api_key: state.keys[1]!.value,
-      api_base: 'https://anthropic.example/v1',
-    });
+    expect((patchCred.body as { credential_values: unknown }).credential_values).toEqual({ api_key: state.keys[1]!.value });
     expect(fake.models.get(M_CLAUDE)!.model_name).toBe('claude-sonnet');
 
     fake.clearRequests();
@@ -202,15 +147,24 @@ describe('litellm-api reloader', () => {
     expect(fake.writes()).toEqual([]);
   });
 
-  it('a removed model is deleted; a provider turned off takes its models and then its credential', async () => {
+  it('a removed model is deleted, and its key\'s credential once no model uses it; a provider turned off takes its models and then its credential', async () => {
     state.keys.push(key('groq', 'GROQ_API_KEY', `gsk_${randomBytes(16).toString('hex')}`));
+    state.models.push(model(randomUUID(), 'llama-3-fast', 'groq', 'llama3-8b-8192'));
     await run();
     expect(fake.models.has(M_GROQ)).toBe(true);
     state.models = state.models.filter((m) => m.id !== M_GROQ);
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
+    // Another model still uses the groq key: its credential stays.
     expect(fake.writes().map((w) => [w.method, w.path, w.body])).toEqual([['POST', '/model/delete', { id: M_GROQ }]]);
     expect(fake.models.has(M_GROQ)).toBe(false);
+    expect(fake.credentials.has('keyplane-groq')).toBe(true);
+
+    state.models = state.models.filter((m) => m.provider !== 'groq');
+    fake.clearRequests();
+    expect((await run()).status).toBe('ok');
+    expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/delete', 'DELETE /credentials/keyplane-groq']);
+    expect(fake.credentials.has('keyplane-groq')).toBe(false);
 
     state.providers.find((p) => p.slug === 'anthropic')!.enabled = false;
     fake.clearRequests();
@@ -220,7 +174,23 @@ describe('litellm-api reloader', () => {
     expect(fake.credentials.has('keyplane-anthropic')).toBe(false);
   });
 
+  it('sends a key to no host its owner did not approve: the model and the credential go', async () => {
+    await run();
+    expect(fake.credentials.has('keyplane-anthropic')).toBe(true);
+    // An operator points the provider elsewhere; no admin approved that host for the anthropic key.
+    state.providers.find((p) => p.slug === 'anthropic')!.apiBase = 'https://collector.example/v1';
+    fake.clearRequests();
+    expect((await run()).status).toBe('ok');
+    expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/delete', 'DELETE /credentials/keyplane-anthropic']);
+    expect(fake.models.has(M_CLAUDE)).toBe(false);
+    expect(JSON.stringify(fake.requests)).not.toContain('collector.example');
+    expect(JSON.stringify(fake.requests)).not.toContain(state.keys[1]!.value);
+  });
+
   it('passes the admin\'s own litellm_params through, but never a literal secret', async () => {
+    // An os.environ/ reference must name a platform key approved for the model's host.
+    state.keys.push(key('vertex', 'VERTEX_CREDS', `vertex-${randomBytes(16).toString('hex')}`));
+    state.approvals.push({ keyName: 'vertex', destination: 'https://api.openai.com' });
     state.models[0]!.litellmParams = { temperature: 0.2, api_version: '2024-06-01', aws_secret_access_key: 'literal-secret-value-123', vertex_credentials: 'os.environ/VERTEX_CREDS' };
     await run();
     expect(fake.models.get(M_OPENAI)!.litellm_params).toEqual({
@@ -237,6 +207,10 @@ describe('litellm-api reloader', () => {
 
   it('a value or field that disappears is removed by recreating the item, since a PATCH can only add', async () => {
     await run();
+    // A credential as an older keyplane wrote it, with the provider's api_base beside the key.
+    const old = fake.credentials.get('keyplane-openai')!;
+    old.credential_values.api_base = 'https://api.openai.com/v1';
+    (old.credential_info.keyplane_digests as Record<string, string>).api_base = 'sha256:0123456789abcdef0123456789abcdef';
     state.providers.find((p) => p.slug === 'openai')!.apiBase = null;
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
@@ -273,21 +247,37 @@ describe('litellm-api reloader', () => {
     expect(fake.writes().filter((w) => /team-openai|team-model|keyplane-legacy|config-/.test(`${w.path} ${JSON.stringify(w.body)}`))).toEqual([]);
   });
 
-  it('duplicates of one managed model are deleted and the one kept is brought up to date', async () => {
+  it('models that carry a copied keyplane_id are left alone and reported; keyplane creates, keeps and deletes only its own', async () => {
     const admin = new LitellmClient({ url: fake.url, masterKey: MASTER });
+    // As LiteLLM's UI duplicates a model: its model_info (keyplane's marks too) under a new id.
     for (const id of ['dup-a', 'dup-b']) {
-      await admin.createModel({ model_name: 'old-name', litellm_params: { model: 'openai/gpt-3.5-turbo' }, model_info: { id, keyplane_id: M_OPENAI } });
+      await admin.createModel({ model_name: 'old-name', litellm_params: { model: 'openai/gpt-3.5-turbo' }, model_info: { id, keyplane_id: M_OPENAI, keyplane_digests: {} } });
     }
+    const copies = () => JSON.stringify(['dup-a', 'dup-b'].map((id) => fake.models.get(id)));
+    const before = copies();
     fake.clearRequests();
-    expect((await run()).status).toBe('ok');
-    const modelWrites = fake.writes().filter((w) => w.path.startsWith('/model/') && !(w.path === '/model/new'));
-    expect(modelWrites.map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/delete', 'PATCH /model/dup-a/update']);
-    expect(modelWrites[0]!.body).toEqual({ id: 'dup-b' });
-    expect(fake.models.has(M_OPENAI)).toBe(false);
-    expect(fake.models.get('dup-a')).toMatchObject({ model_name: 'gpt-4o-mini', litellm_params: { model: 'openai/gpt-4o-mini', litellm_credential_name: 'keyplane-openai' } });
+    const first = await run();
+    expect(first.status).toBe('ok');
+    expect(first.error).toMatch(/^2 notes: model dup-a \(old-name\) carries keyplane_id \S+ but keyplane did not create it: left alone; model dup-b/);
+    expect(first.targets[0]!.error).toBe(first.error);
+    expect(fake.writes().filter((w) => w.path.startsWith('/model/')).map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/new', 'POST /model/new']);
+    expect(fake.models.get(M_OPENAI)).toMatchObject({ model_name: 'gpt-4o-mini', litellm_params: { model: 'openai/gpt-4o-mini', litellm_credential_name: 'keyplane-openai' } });
+    expect(copies()).toBe(before);
+
+    // Nothing changed: no write, whatever the copies say.
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
     expect(fake.writes()).toEqual([]);
+
+    // keyplane's own goes with its row; the copies stay as they were.
+    state.models = state.models.filter((m) => m.id !== M_OPENAI);
+    fake.clearRequests();
+    expect((await run()).status).toBe('ok');
+    expect(fake.writes().map((w) => [w.method, w.path, w.body])).toEqual([
+      ['POST', '/model/delete', { id: M_OPENAI }],
+      ['DELETE', '/credentials/keyplane-openai', undefined],
+    ]);
+    expect(copies()).toBe(before);
   });
 
   it('a credential with keyplane\'s name that keyplane did not create is a conflict: reported, not touched, not used', async () => {
@@ -355,8 +345,8 @@ describe('litellm-api reloader', () => {
     expect(result.error).toMatch(/KEYPLANE_LITELLM_MASTER_KEY/);
     expect(result.error).not.toContain(wrong);
     expect(result.error).not.toContain('Zq9X');
-    expect(logs).not.toContain(wrong);
-    expect(logs).not.toContain('Zq9X');
+    expect(logs()).not.toContain(wrong);
+    expect(logs()).not.toContain('Zq9X');
     expect(fake.writes()).toEqual([]);
   });
 
@@ -376,6 +366,8 @@ describe('litellm-api reloader', () => {
       const result = await run(reloader({ url: noStore.url }));
       expect(result.status).toBe('failed');
       expect(result.error).toMatch(/set STORE_MODEL_IN_DB=True/);
+      // The refused creates are not keyplane's: only the credentials LiteLLM did store are in the ledger.
+      expect(await ledger(db)).toEqual(['credential:keyplane-anthropic', 'credential:keyplane-openai']);
     } finally {
       await noStore.stop();
     }
@@ -413,7 +405,7 @@ describe('litellm-api reloader', () => {
     const ok = await run();
     const failed = await run(reloader({ masterKey: `sk-bad-${randomBytes(12).toString('hex')}` }));
     for (const s of [...secretsOf(state), MASTER]) {
-      expect(logs).not.toContain(s);
+      expect(logs()).not.toContain(s);
       expect(JSON.stringify([ok, failed])).not.toContain(s);
     }
   });
@@ -436,17 +428,19 @@ describe('KEYPLANE_RELOAD=litellm-api: the running keyplane keeps LiteLLM\'s dat
 
   const reloaded = (check: () => boolean) => t.kp.events.waitFor('reload:done', () => check(), 15_000);
 
-  it('a PUT key becomes a credential, a new model (which changes no file) a DB model, a rotation one PATCH', async () => {
-    const credential = reloaded(() => fake.credentials.get('keyplane-openrouter')?.credential_values.api_key === KEY1);
+  it('a key used by a new model (which changes no file) becomes a credential and a DB model; a rotation one PATCH', async () => {
+    // A key alone makes no credential: LiteLLM gets only keys that an eligible deployment uses.
+    const stored = reloaded(() => true);
     await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: KEY1 }).expect(200);
-    await credential;
-    expect(fake.credentials.get('keyplane-openrouter')!.credential_values).toEqual({ api_key: KEY1, api_base: 'https://openrouter.ai/api/v1' });
+    await stored;
+    expect(fake.credentials.has('keyplane-openrouter')).toBe(false);
 
     let id = '';
     const modelAdded = reloaded(() => fake.models.has(id));
     const created = await t.api().post('/api/v1/admin/models').send({ model_name: 'balanced', provider: 'openrouter', model: 'openai/gpt-4o-mini', rpm: 60 }).expect(201);
     id = created.body.id;
     await modelAdded;
+    expect(fake.credentials.get('keyplane-openrouter')!.credential_values).toEqual({ api_key: KEY1 });
     expect(fake.models.get(id)!.litellm_params).toMatchObject({ model: 'openrouter/openai/gpt-4o-mini', rpm: 60, litellm_credential_name: 'keyplane-openrouter' });
     const config = readFileSync(path.join(t.settings.outputDir, 'config.yaml'), 'utf8');
     expect(config).not.toContain('gpt-4o-mini');

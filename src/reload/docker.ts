@@ -1,7 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
 import { ConfigError, type DockerMode } from '../config';
 import type { Logger } from '../log';
+import { asideName, ignoreStatus, recoverInterrupted } from './docker-recovery';
+import { replacementSpec } from './docker-spec';
 import { waitForLiveliness } from './liveliness';
 import type { Reloader, ReloadRequest, ReloadResult, TargetResult } from './reloader';
 
@@ -9,9 +10,7 @@ import type { Reloader, ReloadRequest, ReloadResult, TargetResult } from './relo
 export const LABEL_URL = 'keyplane.litellm-url';
 /** Port LiteLLM listens on inside a container on a bridge network (default 4000). */
 export const LABEL_PORT = 'keyplane.litellm-port';
-/** The env variables keyplane put into a recreated container, so that a deleted key is removed next time. */
-export const LABEL_MANAGED_ENV = 'keyplane.managed-env';
-export const LABEL_REVISION = 'keyplane.revision';
+export { LABEL_MANAGED_ENV, LABEL_REVISION } from './docker-spec';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
@@ -74,7 +73,8 @@ interface Target {
 /**
  * `KEYPLANE_RELOAD=docker`: restarts or recreates the LiteLLM containers one at a time, each live
  * before the next, so one always serves. A replacement that never gets live is rolled back, with
- * every target before it and the previous files.
+ * every target before it and the previous files; what a crash (or an engine that went away) left
+ * half done is put back at the start of the next reload.
  */
 export class DockerReloader implements Reloader {
   readonly kind = 'docker' as const;
@@ -86,10 +86,21 @@ export class DockerReloader implements Reloader {
     this.docker = opts.docker;
   }
 
+  /**
+   * Puts back what a reload interrupted by a crash left behind (see docker-recovery.ts). Every
+   * reload runs it first; it must run where reloads run (the leader), never beside one.
+   */
+  async recover(): Promise<string[]> {
+    const done = await recoverInterrupted(this.docker, { containers: this.opts.containers, label: this.opts.label });
+    if (done.length) this.log.warn('put back what an interrupted reload left', { actions: done });
+    return done;
+  }
+
   async reload(req: ReloadRequest): Promise<ReloadResult> {
     const runStarted = new Date();
     let targets: Target[];
     try {
+      await this.recover();
       const found = await this.resolveTargets();
       if (found.missing.length) {
         const error = `no such container: ${found.missing.join(', ')} (KEYPLANE_DOCKER_CONTAINERS)`;
@@ -137,7 +148,7 @@ export class DockerReloader implements Reloader {
           results.push({ target: later.name, status: 'skipped', startedAt: now, finishedAt: now, error: `not reloaded: ${t.name} failed` });
         }
         const rolled = problems.length
-          ? `; rollback incomplete: ${problems.join('; ')}`
+          ? `; rollback incomplete: ${problems.join('; ')}; the next reload puts back what is left`
           : restored
             ? '; rolled back to the previous files and containers'
             : '; rolled back to the previous containers (there were no previous files to restore)';
@@ -227,15 +238,14 @@ export class DockerReloader implements Reloader {
   }
 
   /**
-   * `recreate` mode: a replacement with the same configuration and the rendered env. The old
-   * container is renamed aside and kept (stopped) until every target is live, so that it can be
-   * put back.
+   * `recreate` mode: a replacement with the same configuration, volumes and the rendered env. The
+   * old container is renamed aside and kept (stopped) until every target is live, so that it can
+   * be put back; a crash in between is put right by recover() from its name alone.
    */
   private async recreateOne(t: Target, req: ReloadRequest): Promise<Reloaded> {
     const old = this.docker.getContainer(t.info.Id);
-    const spec = await this.replacementSpec(t.info, req);
-    const aside = `${t.name}-kp-prev-${randomBytes(3).toString('hex')}`;
-    await old.rename({ name: aside });
+    const spec = await replacementSpec(this.docker, t.info, req);
+    await old.rename({ name: asideName(t.name, true) });
     let created: Docker.Container | undefined;
     const putBack = async (graceful: boolean): Promise<void> => {
       if (created) {
@@ -271,10 +281,9 @@ export class DockerReloader implements Reloader {
       return { target: t.name, status: 'skipped', startedAt, finishedAt: new Date(), error: 'not running: left stopped; it reads the new env file when it starts' };
     }
     const old = this.docker.getContainer(t.info.Id);
-    const aside = `${t.name}-kp-prev-${randomBytes(3).toString('hex')}`;
     try {
-      const spec = await this.replacementSpec(t.info, req);
-      await old.rename({ name: aside });
+      const spec = await replacementSpec(this.docker, t.info, req);
+      await old.rename({ name: asideName(t.name, false) });
       try {
         const created = await this.docker.createContainer({ ...spec.create, name: t.name });
         for (const [network, endpoint] of spec.laterNetworks) {
@@ -289,55 +298,6 @@ export class DockerReloader implements Reloader {
     } catch (err) {
       return { target: t.name, status: 'failed', startedAt, finishedAt: new Date(), error: `not running, and recreating it failed: ${this.describe(err)}` };
     }
-  }
-
-  /** The old container's configuration with the rendered env for the variables keyplane manages (others kept). */
-  private async replacementSpec(info: Info, req: ReloadRequest): Promise<{ create: Docker.ContainerCreateOptions; laterNetworks: Array<[string, Docker.EndpointSettings]> }> {
-    const cfg = info.Config;
-    const keys = Object.keys(req.env).sort();
-    const managed = new Set([...(cfg.Labels?.[LABEL_MANAGED_ENV] ?? '').split(',').filter(Boolean), ...keys]);
-    const env = (cfg.Env ?? []).filter((e) => !managed.has(e.slice(0, e.indexOf('=') < 0 ? e.length : e.indexOf('='))));
-    for (const k of keys) env.push(`${k}=${req.env[k]!}`);
-
-    // The same image the old one runs, even if its tag has since moved to another image.
-    let image = info.Image;
-    try {
-      if ((await this.docker.getImage(cfg.Image).inspect()).Id === info.Image) image = cfg.Image;
-    } catch {
-      // The tag is gone: the image id still works.
-    }
-
-    const create: Docker.ContainerCreateOptions = {
-      ...(cfg as unknown as Docker.ContainerCreateOptions),
-      Image: image,
-      Env: env,
-      Labels: { ...cfg.Labels, [LABEL_MANAGED_ENV]: keys.join(','), [LABEL_REVISION]: String(req.revision) },
-      HostConfig: info.HostConfig,
-    };
-    // Docker's default hostname is the container id; the replacement gets its own.
-    if (cfg.Hostname && info.Id.startsWith(cfg.Hostname)) delete create.Hostname;
-
-    const laterNetworks: Array<[string, Docker.EndpointSettings]> = [];
-    const mode = info.HostConfig.NetworkMode ?? 'default';
-    if (!['host', 'none'].includes(mode) && !mode.startsWith('container:')) {
-      const endpoints = Object.entries(info.NetworkSettings.Networks ?? {}).map(([name, ep]): [string, Docker.EndpointSettings] => [
-        name,
-        {
-          IPAMConfig: ep.IPAMConfig ?? undefined,
-          Links: ep.Links ?? undefined,
-          // Docker adds the short container id as an alias; the replacement gets its own.
-          Aliases: (ep.Aliases as string[] | null | undefined)?.filter((a) => !info.Id.startsWith(a)),
-        },
-      ]);
-      const primaryName = mode === 'default' ? 'bridge' : mode;
-      const primary = endpoints.find(([name]) => name === primaryName) ?? endpoints[0];
-      if (primary) {
-        // API 1.41 takes one network at create; the others are connected before the start.
-        create.NetworkingConfig = { EndpointsConfig: { [primary[0]]: primary[1] } };
-        laterNetworks.push(...endpoints.filter((e) => e !== primary));
-      }
-    }
-    return { create, laterNetworks };
   }
 
   /** Live: answers `/health/liveliness`, or (with a Docker healthcheck and no URL label) is Docker-healthy. */
@@ -391,13 +351,4 @@ export class DockerReloader implements Reloader {
 
 function containerName(info: Info): string {
   return info.Name.replace(/^\//, '');
-}
-
-/** Awaits a Docker call, treating the given HTTP statuses (304 already stopped, 404 gone) as done. */
-async function ignoreStatus(p: Promise<unknown>, ...statuses: number[]): Promise<void> {
-  try {
-    await p;
-  } catch (err) {
-    if (!statuses.includes((err as { statusCode?: number }).statusCode ?? 0)) throw err;
-  }
 }

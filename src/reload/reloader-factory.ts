@@ -1,5 +1,8 @@
 import type Docker from 'dockerode';
 import type { Settings } from '../config';
+import type { Keyring } from '../crypto/keyring';
+import type { Pool } from '../db/pool';
+import { LitellmStateStore } from '../litellm/litellm-state-store';
 import type { Logger, SecretRegistry } from '../log';
 import { CommandReloader } from './command';
 import { createDockerClient, DockerReloader } from './docker';
@@ -12,6 +15,9 @@ export interface ReloaderDeps {
   secrets?: SecretRegistry;
   /** A ready Docker client (tests); otherwise one is made for DOCKER_HOST. */
   docker?: { docker: Docker; where: string };
+  /** keyplane's database and keyring: `litellm-api` keeps its ledger there and reads older master key versions. */
+  pool?: Pool;
+  keyring?: Pick<Keyring, 'decrypt'>;
 }
 
 /**
@@ -45,7 +51,11 @@ export function createReloader(settings: Settings, deps: ReloaderDeps): Reloader
         log: deps.log,
       });
     }
-    case 'litellm-api':
-      return new LitellmApiReloader({ url: settings.litellmUrl, masterKey: settings.litellmMasterKey, log: deps.log });
+    case 'litellm-api': {
+      const { pool, keyring } = deps;
+      if (!pool || !keyring) throw new Error('the litellm-api reloader needs keyplane\'s database and keyring');
+      const store = new LitellmStateStore(pool, (jwe, ref) => keyring.decrypt(jwe, ref));
+      return new LitellmApiReloader({ url: settings.litellmUrl, masterKey: settings.litellmMasterKey, store, log: deps.log });
+    }
   }
 }

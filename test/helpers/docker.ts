@@ -86,6 +86,8 @@ export interface StandInOptions {
   /** Without the `keyplane.litellm-url` label the reloader must find liveliness another way. */
   urlLabel?: boolean;
   healthcheck?: Docker.HealthConfig;
+  /** Anonymous volumes, as `-v /path` makes them. */
+  volumes?: string[];
 }
 
 /**
@@ -103,8 +105,16 @@ export class StandIns {
   }
 
   async run(o: StandInOptions): Promise<Docker.Container> {
+    const c = await this.create(o);
+    await c.start();
+    await waitForLiveliness(this.url(o.port), { timeoutMs: 15_000 });
+    return c;
+  }
+
+  /** Created, not started (as a replacement is before its start). */
+  async create(o: StandInOptions): Promise<Docker.Container> {
     const env = { STANDIN_NAME: o.name, STANDIN_PORT: String(o.port), ...o.env };
-    const c = await this.docker.createContainer({
+    return this.docker.createContainer({
       name: o.name,
       Image: STANDIN_IMAGE,
       Cmd: o.cmd ?? ['/standin.sh'],
@@ -112,11 +122,9 @@ export class StandIns {
       Labels: { [this.runLabel]: this.runId, ...(o.urlLabel === false ? {} : { [LABEL_URL]: this.url(o.port) }), ...o.labels },
       Healthcheck: o.healthcheck,
       StopTimeout: 5,
+      ...(o.volumes ? { Volumes: Object.fromEntries(o.volumes.map((v) => [v, {}])) } : {}),
       HostConfig: { NetworkMode: 'host', Init: true, Binds: [`${o.outDir}:/out`], RestartPolicy: { Name: 'no' } },
     });
-    await c.start();
-    await waitForLiveliness(this.url(o.port), { timeoutMs: 15_000 });
-    return c;
   }
 
   /** The environment the stand-in on `port` started with, as it serves it. */
@@ -136,8 +144,14 @@ export class StandIns {
     return this.docker.listContainers({ all: true, filters: { label: [`${this.runLabel}=${this.runId}`] } });
   }
 
+  /** Removes every container of this test file, and the volumes they had (a recreate keeps them on purpose). */
   async removeAll(): Promise<void> {
-    for (const c of await this.list()) await this.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    const volumes = new Set<string>();
+    for (const c of await this.list()) {
+      for (const m of c.Mounts ?? []) if (m.Type === 'volume' && m.Name) volumes.add(m.Name);
+      await this.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    }
+    for (const v of volumes) await this.docker.getVolume(v).remove().catch(() => undefined);
   }
 }
 

@@ -6,10 +6,16 @@ import type { AddressInfo } from 'node:net';
  * A small stand-in for LiteLLM's admin API, built from LiteLLM's own request and response shapes
  * (credential_endpoints/endpoints.py, model_management_endpoints.py, proxy/_types.py), including
  * its quirks:
- * - GET /credentials masks values whose name holds a sensitive word (`_get_masked_values`:
- *   first 2 + `****` + last 2); GET /model/info drops `api_key` and masks params whose name has a
- *   sensitive segment (`SensitiveDataMasker`: first 4 + stars + last 4), so a credential *name*
- *   comes back masked too.
+ * - GET /credentials masks values whose name holds a sensitive word (`_get_masked_values` in
+ *   litellm_core_utils/litellm_logging.py: first 2 + `****` + last 2, `*****` up to 4 characters,
+ *   mappings inside such a value masked the same way); GET /model/info drops `api_key` and a few
+ *   other credential params (`remove_sensitive_info_from_deployment`), then masks every value under
+ *   a name with a sensitive segment (`SensitiveDataMasker.mask_dict`: first 4 + one star per hidden
+ *   character + last 4, all stars up to 8; nested mappings and lists too, 10 levels; `None` shown as
+ *   "None"), so a credential *name* comes back masked too. It also shows LiteLLM_Params' defaults
+ *   (`use_in_pass_through: false`, ...).
+ * - LiteLLM reads its master key once, at start: `rotateMasterKey` changes the key it will have,
+ *   `restart` makes it take effect.
  * - PATCH /credentials/{name} validates a full CredentialItem and merges values and info; it and
  *   DELETE *return* their ProxyException, which FastAPI serialises with status 200.
  * - Without a database: readiness says `"db": "Not connected"`, reads serve only "config" items,
@@ -51,6 +57,8 @@ export interface FakeLitellmOptions {
 }
 
 const CRED_SENSITIVE = ['authorization', 'token', 'key', 'secret', 'vertex_credentials', 'credentials', 'password', 'passwd'];
+const POPPED_PARAMS = ['api_key', 'client_secret', 'vertex_credentials', 'vertex_ai_credentials', 'aws_access_key_id', 'aws_secret_access_key'];
+const PARAM_DEFAULTS = { use_in_pass_through: false, use_litellm_proxy: false, merge_reasoning_content_in_choices: false };
 const PARAM_SENSITIVE = new Set(['password', 'secret', 'key', 'token', 'auth', 'authorization', 'credential', 'credentials', 'secrets', 'passwords', 'access', 'private', 'certificate', 'certificates', 'fingerprint', 'tenancy']);
 const DB_NOT_CONNECTED = 'DB not connected. See https://docs.litellm.ai/docs/proxy/virtual_keys';
 const NO_DB_CONNECTED = "No DB Connected. Here's how to do it - https://docs.litellm.ai/docs/proxy/virtual_keys";
@@ -75,8 +83,13 @@ export class FakeLitellm {
   private readonly storeModelInDb: boolean;
   private readonly configCredentials: FakeCredential[];
   private readonly configModels: FakeModel[];
+  /** The master key this LiteLLM started with, and the one its environment holds now. */
+  private masterKey: string;
+  private nextMasterKey: string;
 
-  constructor(private readonly opts: FakeLitellmOptions) {
+  constructor(opts: FakeLitellmOptions) {
+    this.masterKey = opts.masterKey;
+    this.nextMasterKey = opts.masterKey;
     this.database = opts.database ?? true;
     this.storeModelInDb = opts.storeModelInDb ?? true;
     this.configCredentials = opts.configCredentials ?? [];
@@ -87,6 +100,16 @@ export class FakeLitellm {
     const fake = new FakeLitellm(opts);
     await fake.listen();
     return fake;
+  }
+
+  /** The environment now holds another master key; LiteLLM keeps the one it started with until `restart`. */
+  rotateMasterKey(next: string): void {
+    this.nextMasterKey = next;
+  }
+
+  /** As if LiteLLM restarted: it reads its master key again (its database survives). */
+  restart(): void {
+    this.masterKey = this.nextMasterKey;
   }
 
   /** Requests other than GET. */
@@ -161,7 +184,7 @@ export class FakeLitellm {
   private authenticate(authorization: string | undefined): Reply | undefined {
     const key = authorization?.replace(/^Bearer\s+/i, '');
     if (!key) return proxyError(401, 'Authentication Error, No api key passed in.', 'auth_error');
-    if (key === this.opts.masterKey) return undefined;
+    if (key === this.masterKey) return undefined;
     if (!this.database) return new Reply(400, { error: { message: 'No connected db.', type: 'no_db_connection', param: null, code: '400' } });
     const hash = createHash('sha256').update(key).digest('hex');
     return new Reply(401, {
@@ -228,11 +251,11 @@ export class FakeLitellm {
     const all = [...this.configModels, ...(this.database ? this.models.values() : [])];
     return new Reply(200, {
       data: all.map((m) => {
-        const params: Record<string, unknown> = { ...m.litellm_params };
-        for (const k of ['api_key', 'client_secret', 'vertex_credentials', 'aws_access_key_id', 'aws_secret_access_key']) delete params[k];
+        const params: Record<string, unknown> = { ...PARAM_DEFAULTS, ...m.litellm_params };
+        for (const k of POPPED_PARAMS) delete params[k];
         return {
           model_name: m.model_name,
-          litellm_params: this.maskParams(params),
+          litellm_params: this.maskDict(params, 0),
           // The cost map fills what the model_info does not set.
           model_info: { max_tokens: 4096, mode: 'chat', ...m.model_info, id: m.model_id, db_model: m.db_model },
         };
@@ -281,35 +304,63 @@ export class FakeLitellm {
     return new Reply(200, { message: `Model: ${body.id} deleted successfully` });
   }
 
-  private maskCredentialValues(values: Record<string, unknown>): Record<string, unknown> {
+  /** `_get_masked_values(values)` with its defaults (unmasked_length 4, number_of_asterisks 4). */
+  private maskCredentialValues(values: Record<string, unknown>, depth = 0): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(values)) {
-      if (typeof v === 'string' && CRED_SENSITIVE.some((w) => k.toLowerCase().includes(w))) {
-        const masked = v.length <= 4 ? '*****' : `${v.slice(0, 2)}****${v.slice(-2)}`;
-        this.served.add(masked);
-        out[k] = masked;
-      } else {
-        out[k] = v;
-      }
+      if (!CRED_SENSITIVE.some((w) => k.toLowerCase().includes(w))) out[k] = v;
+      else if (isObject(v)) out[k] = depth >= 20 ? v : this.maskCredentialValues(v, depth + 1);
+      else if (typeof v !== 'string') out[k] = v;
+      else out[k] = this.serve(v.length <= 4 ? '*****' : `${v.slice(0, 2)}****${v.slice(-2)}`);
     }
     return out;
   }
 
-  private maskParams(params: Record<string, unknown>): Record<string, unknown> {
+  /** `SensitiveDataMasker().mask_dict` (max depth 10). */
+  private maskDict(data: Record<string, unknown>, depth: number): Record<string, unknown> {
+    if (depth >= 10) return data;
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(params)) {
-      const segments = k.toLowerCase().replace(/-/g, '_').split('_');
-      if (!segments.includes('cost') && segments.some((s) => PARAM_SENSITIVE.has(s)) && v != null && typeof v !== 'object') {
-        const s = String(v);
-        const masked = s.length <= 8 ? '*'.repeat(s.length) : `${s.slice(0, 4)}${'*'.repeat(s.length - 8)}${s.slice(-4)}`;
-        this.served.add(masked);
-        out[k] = masked;
-      } else {
-        out[k] = v;
-      }
+    for (const [k, v] of Object.entries(data)) {
+      const sensitive = isSensitiveKey(k);
+      if (isObject(v)) out[k] = this.maskDict(v, depth + 1);
+      else if (Array.isArray(v)) out[k] = this.maskSequence(v, depth + 1, sensitive);
+      else if (sensitive) out[k] = this.maskValue(v === null || v === undefined ? '' : pyStr(v));
+      else out[k] = typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? v : pyStr(v);
     }
     return out;
   }
+
+  private maskSequence(values: unknown[], depth: number, sensitive: boolean): unknown[] {
+    if (depth >= 10) return values;
+    return values.map((item) => {
+      if (isObject(item)) return this.maskDict(item, depth + 1);
+      if (Array.isArray(item)) return this.maskSequence(item, depth + 1, sensitive);
+      if (sensitive && typeof item === 'string') return this.maskValue(item);
+      return typeof item === 'string' || typeof item === 'number' || typeof item === 'boolean' ? item : pyStr(item);
+    });
+  }
+
+  private maskValue(s: string): string {
+    if (!s) return s;
+    return this.serve(s.length <= 8 ? '*'.repeat(s.length) : `${s.slice(0, 4)}${'*'.repeat(s.length - 8)}${s.slice(-4)}`);
+  }
+
+  private serve(masked: string): string {
+    this.served.add(masked);
+    return masked;
+  }
+}
+
+function isSensitiveKey(key: string): boolean {
+  const segments = key.toLowerCase().replace(/-/g, '_').split('_');
+  return !segments.includes('cost') && segments.some((s) => PARAM_SENSITIVE.has(s));
+}
+
+/** Python's str() of a JSON scalar. */
+function pyStr(v: unknown): string {
+  if (v === null || v === undefined) return 'None';
+  if (typeof v === 'boolean') return v ? 'True' : 'False';
+  return String(v);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
