@@ -237,11 +237,15 @@ describe('ReloadQueue', () => {
   });
 
   it('re-applies the revision files before a retry when a try rolled them back', async () => {
+    // The reloader only records; a failing expect inside it would be swallowed as a failed try and retried.
     const seen: string[] = [];
+    const restored: boolean[] = [];
+    const afterRestore: string[] = [];
     const r = new ScriptedReloader(async (req, call) => {
       seen.push(readFileSync(req.envPath, 'utf8'));
       if (call === 1) {
-        expect(await req.restorePrevious()).toBe(true);
+        restored.push(await req.restorePrevious());
+        afterRestore.push(readFileSync(req.envPath, 'utf8'));
         return failed('rolled back');
       }
       return ok();
@@ -250,8 +254,10 @@ describe('ReloadQueue', () => {
     await files.write(50, { OPENROUTER_API_KEY: 'sk-e-00000050' });
     const done = events.waitFor('reload:done', (e) => e.revision === 51);
     queue.submit(await files.write(51, { OPENROUTER_API_KEY: 'sk-e-00000051' }));
-    await done;
+    expect((await done).attempts).toBe(2);
     const mine = envFileText({ OPENROUTER_API_KEY: 'sk-e-00000051' });
+    expect(restored).toEqual([true]);
+    expect(afterRestore).toEqual([envFileText({ OPENROUTER_API_KEY: 'sk-e-00000050' })]);
     expect(seen).toEqual([mine, mine]);
     expect(readFileSync(path.join(dir, 'litellm.env'), 'utf8')).toBe(mine);
     await queue.stop();
