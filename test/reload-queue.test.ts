@@ -126,6 +126,7 @@ describe('ReloadQueue', () => {
       const rev = 100 + delay;
       const next = await files.write(rev + 50, { OPENROUTER_API_KEY: `sk-z-${String(rev).padStart(8, '0')}` });
       const after = events.waitFor('reload:done', (e) => e.revision === rev);
+      const followed = events.waitFor('reload:done', (e) => e.revision === rev + 50, 5000);
       events.once('reload:done', () => {
         let p = Promise.resolve();
         for (let i = 0; i < delay; i++) p = p.then(() => undefined);
@@ -133,7 +134,7 @@ describe('ReloadQueue', () => {
       });
       queue.submit(await files.write(rev, { OPENROUTER_API_KEY: `sk-y-${String(rev).padStart(8, '0')}` }));
       await after;
-      await events.waitFor('reload:done', (e) => e.revision === rev + 50, 5000);
+      await followed;
       await queue.whenIdle();
     }
     expect(r.calls).toEqual([100, 150, 101, 151, 102, 152, 103, 153, 104, 154, 105, 155]);

@@ -42,3 +42,23 @@ export async function until(what: string, check: () => boolean | Promise<boolean
     realClearTimeout(timer);
   }
 }
+
+/**
+ * Keeps every `event` from now on, for a wait whose match is known only after the trigger (the
+ * revision of a render, say): `waitFor` looks at what already came before it listens.
+ */
+export function recordEvents<E extends { [K in keyof E]: unknown }, K extends keyof E & string>(
+  emitter: SafeEmitter<E>,
+  event: K,
+): { seen: Array<E[K]>; waitFor(match: (p: E[K]) => boolean, timeoutMs?: number): Promise<E[K]>; stop(): void } {
+  const seen: Array<E[K]> = [];
+  const stop = emitter.on(event, (p) => seen.push(p));
+  return {
+    seen,
+    stop,
+    waitFor: (match, timeoutMs) => {
+      const hit = seen.find(match);
+      return hit !== undefined ? Promise.resolve(hit) : nextEvent(emitter, event, match, timeoutMs);
+    },
+  };
+}
