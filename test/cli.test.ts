@@ -8,6 +8,10 @@ import { promisify } from 'node:util';
 import { Keyring } from '../src/crypto/keyring';
 
 const run = promisify(execFile);
+
+// A test here starts keyplane (and its embedded Postgres, initdb the first time) up to twice, each
+// allowed 60 s to get ready; jest's 30 s default would cut a slow but healthy start short.
+jest.setTimeout(150_000);
 const BIN = path.resolve(__dirname, '..', 'bin', 'keyplane.js');
 
 function freePort(): Promise<number> {
