@@ -88,7 +88,7 @@ describe('watcher', () => {
       await admin.query(`ALTER DATABASE ${db.name} ALLOW_CONNECTIONS false`);
       expect(await terminateBackends(db.name, 'kp-watch-outage')).toBe(1);
       expect(await lost).toEqual({ attempt: 1 });
-      await until('pg-listen gave up on its reconnect window', () => logged('LISTEN connection gave up reconnecting; starting a fresh one') === 1);
+      await until('pg-listen gave up on its reconnect window', () => logged('LISTEN connection gave up reconnecting; starting a fresh one') >= 1);
       // The outage outlasts the window: the watcher's own fresh connections fail, and it keeps trying.
       await until('the watcher retried twice on its own', () => logged('LISTEN connection failed; retrying') >= 2);
       expect(nudges).toEqual([]);
