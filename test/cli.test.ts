@@ -1,4 +1,5 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
@@ -7,6 +8,10 @@ import { promisify } from 'node:util';
 import { Keyring } from '../src/crypto/keyring';
 
 const run = promisify(execFile);
+
+// A test here starts keyplane (and its embedded Postgres, initdb the first time) up to twice, each
+// allowed 60 s to get ready; jest's 30 s default would cut a slow but healthy start short.
+jest.setTimeout(150_000);
 const BIN = path.resolve(__dirname, '..', 'bin', 'keyplane.js');
 
 function freePort(): Promise<number> {
@@ -25,6 +30,9 @@ interface Served {
   output: () => string;
 }
 
+/** Servers a test started and has not stopped yet; stopped after each test, so a failed one leaves none behind. */
+const serving = new Set<Served>();
+
 async function serve(env: Record<string, string>): Promise<Served> {
   const port = await freePort();
   const proc = spawn(process.execPath, [BIN, 'serve'], {
@@ -32,9 +40,11 @@ async function serve(env: Record<string, string>): Promise<Served> {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
+  const served: Served = { proc, url: `http://127.0.0.1:${port}`, output: () => out };
+  serving.add(served);
   proc.stdout!.on('data', (c) => (out += c));
   proc.stderr!.on('data', (c) => (out += c));
-  const url = `http://127.0.0.1:${port}`;
+  const url = served.url;
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`keyplane exited with ${proc.exitCode}: ${out}`);
@@ -47,14 +57,15 @@ async function serve(env: Record<string, string>): Promise<Served> {
     if (Date.now() > deadline) throw new Error(`keyplane did not become ready: ${out}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { proc, url, output: () => out };
+  return served;
 }
 
-function stop(s: Served): Promise<number | null> {
-  return new Promise((resolve) => {
-    s.proc.once('exit', (code) => resolve(code));
-    s.proc.kill('SIGTERM');
-  });
+async function stop(s: Served): Promise<number | null> {
+  serving.delete(s);
+  if (s.proc.exitCode !== null || s.proc.signalCode !== null) return s.proc.exitCode;
+  const exited = once(s.proc, 'exit') as Promise<[number | null]>;
+  s.proc.kill('SIGTERM');
+  return (await exited)[0];
 }
 
 function postgresPid(dataDir: string): number | undefined {
@@ -75,6 +86,9 @@ describe('keyplane command, on its embedded Postgres', () => {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'keyplane-cli-'));
   const token = 'cli-test-admin-token-0123456789';
   const rotatedKey = Keyring.generateSpec('k2');
+  afterEach(async () => {
+    for (const s of [...serving]) await stop(s);
+  });
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
   it('serve: generates a dev master key (0600, with a warning), keeps keys across a restart, stops cleanly on SIGTERM', async () => {

@@ -70,6 +70,7 @@ describe('encryption at rest', () => {
 
   it('each secret is a JWE (dir + A256GCM) with the master key id', async () => {
     const { rows } = await t.db.pool.query('SELECT jwe, kid FROM platform_key_versions');
+    expect(rows).toHaveLength(3);
     for (const r of rows) {
       const header = JSON.parse(Buffer.from(r.jwe.protected, 'base64url').toString());
       expect(header).toEqual({ alg: 'dir', enc: 'A256GCM', kid: 'test' });

@@ -71,6 +71,7 @@ describe('probes against fake providers', () => {
       const obs = await probeProvider({ kind: 'anthropic', apiBase: base, apiKey: KEY, degradedMs: 2000 }, { timeoutMs: 2000 });
       expect(obs.status).toBe('healthy');
     }
+    expect(fake.requestsFor('anth')).toHaveLength(2);
     for (const r of fake.requestsFor('anth')) {
       expect(r.url).toBe('/anth/v1/models?limit=1');
       expect(r.headers['x-api-key']).toBe(KEY);
@@ -88,6 +89,7 @@ describe('probes against fake providers', () => {
     fake.acceptKeys('gem', ['another-valid-key']);
     const bad = await probeProvider({ kind: 'gemini', apiBase: fake.base('gem'), apiKey: KEY, degradedMs: 2000 }, { timeoutMs: 2000 });
     expect(bad).toMatchObject({ status: 'down', reason: 'auth_failed', httpStatus: 400, detail: 'the provider refused the key: HTTP 400 (INVALID_ARGUMENT, API_KEY_INVALID)' });
+    expect(fake.requestsFor('gem')).toHaveLength(2);
     for (const r of fake.requestsFor('gem')) {
       expect(r.url).toBe('/gem/models?pageSize=1');
       expect(r.url).not.toContain(KEY);

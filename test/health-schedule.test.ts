@@ -3,6 +3,7 @@ import type { Prober } from '../src/health/prober';
 import { createTestDatabase, type TestDatabase } from './helpers/db';
 import { startFakeProvider, type FakeProvider } from './helpers/fake-provider';
 import { HealthEnv } from './helpers/health-env';
+import { nextEvent, until } from './helpers/wait';
 
 const KEY = 'sk-sched-0123456789abcdef0000';
 
@@ -35,19 +36,25 @@ describe('prober schedule (fake timers)', () => {
     await db.drop();
   });
 
+  const startedRounds = () => env.events.filter((e) => e.name === 'health:round-started').map((e) => e.payload);
+
   it('runs the first round after a random delay, then on the cron schedule', async () => {
     const registry = new client.Registry();
     prober = env.prober({ registry, probeLitellm: false, firstRunDelayMaxMs: 20_000, random: () => 0.25, settings: { healthSchedule: '*/30 * * * * *' } });
     prober.start();
     prober.start();
     await jest.advanceTimersByTimeAsync(4_999);
+    // round-started is emitted as a round begins; a request could still be on its way.
+    expect(startedRounds()).toEqual([]);
     expect(fake.requestsFor('sched')).toHaveLength(0);
+    // Listen before advancing: the round may end while the timers are being advanced.
+    const first = nextEvent(env.emitter, 'health:round-done');
     await jest.advanceTimersByTimeAsync(1);
-    const first = await env.emitter.waitFor('health:round-done');
-    expect(first.trigger).toBe('first');
+    expect((await first).trigger).toBe('first');
+    const second = nextEvent(env.emitter, 'health:round-done');
     await jest.advanceTimersByTimeAsync(25_000);
-    const second = await env.emitter.waitFor('health:round-done');
-    expect(second.trigger).toBe('schedule');
+    expect((await second).trigger).toBe('schedule');
+    expect(startedRounds()).toEqual([{ round: 1, trigger: 'first' }, { round: 2, trigger: 'schedule' }]);
     expect(fake.requestsFor('sched')).toHaveLength(2);
     expect(env.logs()).toContain('prober started');
   });
@@ -58,7 +65,7 @@ describe('prober schedule (fake timers)', () => {
     prober = env.prober({ registry, probeLitellm: false, firstRunDelayMaxMs: 1000, random: () => 0.5, settings: { healthSchedule: '*/10 * * * * *' } });
     prober.start();
     await jest.advanceTimersByTimeAsync(500);
-    await fake.waitForRequests('sched', 1);
+    await until('the first probe reached the fake provider', () => fake.requestsFor('sched').length === 1);
     expect(prober.running).toBe(true);
 
     // Two schedule ticks pass while the first round is held.
@@ -73,14 +80,14 @@ describe('prober schedule (fake timers)', () => {
     expect(env.logs()).toContain('health round skipped: the previous round is still running');
 
     fake.setMode('sched', 'ok');
-    const done = env.emitter.waitFor('health:round-done');
+    const done = nextEvent(env.emitter, 'health:round-done');
     fake.release();
     expect((await done).round).toBe(1);
     expect(prober.running).toBe(false);
 
+    const next = nextEvent(env.emitter, 'health:round-done');
     await jest.advanceTimersByTimeAsync(10_000);
-    const next = await env.emitter.waitFor('health:round-done');
-    expect(next).toMatchObject({ round: 2, trigger: 'schedule' });
+    expect(await next).toMatchObject({ round: 2, trigger: 'schedule' });
     expect(fake.requestsFor('sched')).toHaveLength(2);
     expect(env.events.filter((e) => e.name === 'health:round-started')).toHaveLength(2);
     expect(await registry.metrics()).toContain('keyplane_health_rounds_total{outcome="skipped"} 2');
@@ -91,10 +98,12 @@ describe('prober schedule (fake timers)', () => {
     prober = env.prober({ probeLitellm: false, firstRunDelayMaxMs: 0, shouldRun: () => leader, settings: { healthSchedule: '*/10 * * * * *' } });
     prober.start();
     await jest.advanceTimersByTimeAsync(20_000);
+    expect(startedRounds()).toEqual([]);
     expect(fake.requestsFor('sched')).toHaveLength(0);
     leader = true;
+    const done = nextEvent(env.emitter, 'health:round-done');
     await jest.advanceTimersByTimeAsync(10_000);
-    await env.emitter.waitFor('health:round-done');
+    expect(await done).toMatchObject({ round: 1, trigger: 'schedule' });
     expect(fake.requestsFor('sched')).toHaveLength(1);
   });
 });

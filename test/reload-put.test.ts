@@ -8,6 +8,7 @@ import { startTestApp, type TestApp } from './helpers/app';
 import { connectDocker, ensureStandInImage, StandIns } from './helpers/docker';
 import { freePort } from './helpers/reload';
 import { reloadWiring } from './helpers/reload-app';
+import { recordEvents } from './helpers/wait';
 
 jest.setTimeout(90_000);
 
@@ -51,10 +52,13 @@ describe('a PUT through the admin API', () => {
     await wiring.queue.whenIdle();
 
     const rendered = wiring.events.waitFor('render:done', (r) => r.changedKeys.includes('openrouter'), 30_000);
+    // Recorded from before the PUT: the reload's revision is known only once the render reports.
+    const reloads = recordEvents(wiring.events, 'reload:done');
     const key = 'sk-or-v1-put-rotated-0123456789';
     await app.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: key }).expect(200);
     const revision = (await rendered).revision;
-    const ev = await wiring.events.waitFor('reload:done', (e) => e.revision === revision, 60_000);
+    const ev = await reloads.waitFor((e) => e.revision === revision, 60_000);
+    reloads.stop();
     expect(ev.result).toMatchObject({ status: 'ok', targets: [expect.objectContaining({ target: name, status: 'ok' })] });
 
     expect((await standIns.servedEnv(port)).OPENROUTER_API_KEY).toBe(key);
@@ -91,9 +95,11 @@ describe('a PUT through the admin API', () => {
     const wiring = reloadWiring(app.kp);
     await wiring.queue.whenIdle();
     const rendered = wiring.events.waitFor('render:done', (r) => r.changedKeys.includes('openrouter'), 30_000);
+    const failures = recordEvents(wiring.events, 'reload:failed');
     await app.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: 'sk-or-v1-nodocker-0123456789' }).expect(200);
     const revision = (await rendered).revision;
-    const ev = await wiring.events.waitFor('reload:failed', (e) => e.revision === revision, 30_000);
+    const ev = await failures.waitFor((e) => e.revision === revision, 30_000);
+    failures.stop();
     const message = `cannot reach the Docker engine at unix://${sock} (ENOENT): is Docker running, and is its socket mounted into keyplane's container? Set DOCKER_HOST to point at it`;
     expect(ev.result.error).toBe(message);
     await app.api().get('/healthz').expect(200);

@@ -126,6 +126,7 @@ describe('ReloadQueue', () => {
       const rev = 100 + delay;
       const next = await files.write(rev + 50, { OPENROUTER_API_KEY: `sk-z-${String(rev).padStart(8, '0')}` });
       const after = events.waitFor('reload:done', (e) => e.revision === rev);
+      const followed = events.waitFor('reload:done', (e) => e.revision === rev + 50, 5000);
       events.once('reload:done', () => {
         let p = Promise.resolve();
         for (let i = 0; i < delay; i++) p = p.then(() => undefined);
@@ -133,7 +134,7 @@ describe('ReloadQueue', () => {
       });
       queue.submit(await files.write(rev, { OPENROUTER_API_KEY: `sk-y-${String(rev).padStart(8, '0')}` }));
       await after;
-      await events.waitFor('reload:done', (e) => e.revision === rev + 50, 5000);
+      await followed;
       await queue.whenIdle();
     }
     expect(r.calls).toEqual([100, 150, 101, 151, 102, 152, 103, 153, 104, 154, 105, 155]);
@@ -237,11 +238,15 @@ describe('ReloadQueue', () => {
   });
 
   it('re-applies the revision files before a retry when a try rolled them back', async () => {
+    // The reloader only records; a failing expect inside it would be swallowed as a failed try and retried.
     const seen: string[] = [];
+    const restored: boolean[] = [];
+    const afterRestore: string[] = [];
     const r = new ScriptedReloader(async (req, call) => {
       seen.push(readFileSync(req.envPath, 'utf8'));
       if (call === 1) {
-        expect(await req.restorePrevious()).toBe(true);
+        restored.push(await req.restorePrevious());
+        afterRestore.push(readFileSync(req.envPath, 'utf8'));
         return failed('rolled back');
       }
       return ok();
@@ -250,8 +255,10 @@ describe('ReloadQueue', () => {
     await files.write(50, { OPENROUTER_API_KEY: 'sk-e-00000050' });
     const done = events.waitFor('reload:done', (e) => e.revision === 51);
     queue.submit(await files.write(51, { OPENROUTER_API_KEY: 'sk-e-00000051' }));
-    await done;
+    expect((await done).attempts).toBe(2);
     const mine = envFileText({ OPENROUTER_API_KEY: 'sk-e-00000051' });
+    expect(restored).toEqual([true]);
+    expect(afterRestore).toEqual([envFileText({ OPENROUTER_API_KEY: 'sk-e-00000050' })]);
     expect(seen).toEqual([mine, mine]);
     expect(readFileSync(path.join(dir, 'litellm.env'), 'utf8')).toBe(mine);
     await queue.stop();

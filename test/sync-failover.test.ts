@@ -2,10 +2,13 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { PlatformKeysService } from '../src/features/platform-keys/platform-keys-service';
+import { SafeEmitter } from '../src/events';
+import type { ReloadRequest } from '../src/reload/reloader';
 import { leaderAppName } from '../src/sync/leader';
 import { watcherAppName } from '../src/sync/sync-runtime';
 import { createTestDatabase, terminateBackends, type TestDatabase } from './helpers/db';
 import { captureLog, envLine, keyService, keyValue, syncInstance, TEST_CTX, waitForFile, type SyncInstance } from './helpers/sync';
+import { nextEvent } from './helpers/wait';
 
 describe('sync across lost connections and instances', () => {
   let db: TestDatabase;
@@ -29,8 +32,8 @@ describe('sync across lost connections and instances', () => {
     await db.drop();
   });
 
-  async function start(instanceId: string): Promise<SyncInstance> {
-    const i = syncInstance(db.url, db.pool, keys, { logs, instanceId });
+  async function start(instanceId: string, reload?: (req: ReloadRequest) => void): Promise<SyncInstance> {
+    const i = syncInstance(db.url, db.pool, keys, { logs, instanceId, reload });
     instances.push(i);
     await i.runtime.start();
     return i;
@@ -125,15 +128,17 @@ describe('sync across lost connections and instances', () => {
   });
 
   it('a forwarded force_reload reaches the leader: it hands the unchanged files to reload', async () => {
-    const a = await start('force-a');
+    const handed = new SafeEmitter<{ reload: ReloadRequest }>();
+    const a = await start('force-a', (req) => handed.emit('reload', req));
     const b = await start('force-b');
     const before = a.reloads.length;
+    // Waits for the hand-over itself; a loop on setImmediate here would starve the leader it waits for.
+    const forced = nextEvent(handed, 'reload');
     await b.runtime.syncer.forwardToLeader({ forceReload: true });
-    const deadline = Date.now() + 10_000;
-    while (a.reloads.length === before && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    const req = await forced;
     expect(a.reloads.length).toBe(before + 1);
     // The same files again (nothing changed), handed over because the follower asked.
-    expect(a.reloads[a.reloads.length - 1]!.revision).toBe(a.reloads[0]!.revision);
+    expect(req.revision).toBe(a.reloads[0]!.revision);
     expect(b.reloads).toHaveLength(0);
   });
 

@@ -11,6 +11,7 @@ import type { RenderResult, SyncEvents } from '../src/sync/sync-events';
 import { Syncer, syncerOptions } from '../src/sync/syncer';
 import { createTestDatabase, type TestDatabase } from './helpers/db';
 import { captureLog, envLine, keyService, keyValue, syncInstance, TEST_CTX, waitForFile, type SyncInstance } from './helpers/sync';
+import { nextEvent } from './helpers/wait';
 
 describe('syncer against a real database', () => {
   let db: TestDatabase;
@@ -247,25 +248,28 @@ describe('syncer checks and failures', () => {
     const settings = loadSettings({ KEYPLANE_OUTPUT_DIR: dir, KEYPLANE_RECONCILE_INTERVAL: '5m' });
     const events = new SafeEmitter<SyncEvents>();
     const syncer = new Syncer(syncerOptions(settings, { pool: db.pool, loadState: () => loadDesiredState(db.pool, keys), log: logs.log, secrets: logs.secrets, events }));
-    const i = { events, dir };
     await syncer.start();
-    const envPath = path.join(i.dir, 'litellm.env');
-    const configPath = path.join(i.dir, 'config.yaml');
-    const env = readFileSync(envPath, 'utf8');
-    const config = readFileSync(configPath, 'utf8');
-    rmSync(envPath);
-    writeFileSync(configPath, config + 'hand_edit: true\n');
+    try {
+      const envPath = path.join(dir, 'litellm.env');
+      const configPath = path.join(dir, 'config.yaml');
+      const env = readFileSync(envPath, 'utf8');
+      const config = readFileSync(configPath, 'utf8');
+      rmSync(envPath);
+      writeFileSync(configPath, config + 'hand_edit: true\n');
 
-    jest.advanceTimersByTime(5 * 60_000);
-    // The render reads the database and files before it reports, so listening now is not too late.
-    const result: RenderResult = await i.events.waitFor('render:done', (r) => r.trigger.split('+').includes('reconcile'));
-    expect(result.drift.sort()).toEqual(['config.yaml', 'litellm.env']);
-    expect(result.changedFiles.sort()).toEqual(['config.yaml', 'litellm.env']);
-    expect(readFileSync(envPath, 'utf8')).toBe(env);
-    expect(readFileSync(configPath, 'utf8')).toBe(config);
-    expect(logs.text()).toMatch(/"level":"warn","message":"rendered files differ from what keyplane wrote[^"]*"/);
-    await syncer.stop();
-    rmSync(dir, { recursive: true, force: true });
+      // Listen before the timers fire the reconcile; the wait's deadline is on the real clock.
+      const reconciled = nextEvent(events, 'render:done', (r) => r.trigger.split('+').includes('reconcile'));
+      jest.advanceTimersByTime(5 * 60_000);
+      const result: RenderResult = await reconciled;
+      expect(result.drift.sort()).toEqual(['config.yaml', 'litellm.env']);
+      expect(result.changedFiles.sort()).toEqual(['config.yaml', 'litellm.env']);
+      expect(readFileSync(envPath, 'utf8')).toBe(env);
+      expect(readFileSync(configPath, 'utf8')).toBe(config);
+      expect(logs.text()).toMatch(/"level":"warn","message":"rendered files differ from what keyplane wrote[^"]*"/);
+    } finally {
+      await syncer.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
