@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
-import { httpUrl, name, parse } from '../../http/validate';
+import { httpUrl, name, parse, queryString } from '../../http/validate';
+import { cursorParam, limitParam, toPage } from '../../http/paging';
+import { jsonBoundsIssues, type JsonBounds } from '../../http/json-bounds';
 import { scrubSecrets } from '../../secret-params';
 import type { ModelsService } from './models-service';
 
@@ -10,6 +12,17 @@ const limit = () => z.number({ error: 'must be a whole number' }).int({ error: '
 const MODEL_ID = z.uuid({ error: 'must be a model id (UUID)' });
 const MANAGED_PARAMS = new Set(['model', 'api_key', 'api_base', 'rpm', 'tpm']);
 
+/** What litellm_params and model_info may hold (see JsonBounds): every accepted value renders and loads in PyYAML. */
+export const MODEL_JSON_BOUNDS: JsonBounds = { depth: 16, keyLength: 128, stringLength: 8192, entries: 256 };
+/** litellm_params and model_info of one deployment together, as JSON (UTF-8 bytes). */
+export const MODEL_PARAMS_BYTES = 16 * 1024;
+
+const freeForm = () =>
+  z.record(z.string(), z.unknown(), { error: 'must be an object' }).superRefine((v, ctx) => {
+    // Not continued: the secret scan below walks the whole value and must not see an unbounded one.
+    for (const i of jsonBoundsIssues(v, MODEL_JSON_BOUNDS)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message, continue: false });
+  });
+
 export const modelBody = z
   .strictObject({
     model_name: modelName(),
@@ -18,10 +31,14 @@ export const modelBody = z
     api_base: httpUrl().nullable().optional(),
     rpm: limit(),
     tpm: limit(),
-    litellm_params: z.record(z.string(), z.unknown(), { error: 'must be an object' }).optional(),
-    model_info: z.record(z.string(), z.unknown(), { error: 'must be an object' }).optional(),
+    litellm_params: freeForm().optional(),
+    model_info: freeForm().optional(),
   })
   .superRefine((b, ctx) => {
+    const bytes = Buffer.byteLength(JSON.stringify(b.litellm_params ?? {})) + Buffer.byteLength(JSON.stringify(b.model_info ?? {}));
+    if (bytes > MODEL_PARAMS_BYTES) {
+      ctx.addIssue({ code: 'custom', path: ['litellm_params'], message: `together with model_info holds ${bytes} bytes of JSON: at most ${MODEL_PARAMS_BYTES}` });
+    }
     // Keys belong in platform keys: at any depth, a field named like a credential (api_key,
     // aws_secret_access_key, extra_headers.Authorization, ...) may only be an os.environ/ reference.
     for (const field of ['litellm_params', 'model_info'] as const) {
@@ -34,11 +51,19 @@ export const modelBody = z
     }
   });
 
+const listQuery = z.strictObject({
+  limit: limitParam(),
+  cursor: cursorParam(z.tuple([z.string().max(200), z.number().int(), z.uuid()])).optional(),
+  provider: queryString(name()).optional(),
+  model_name: queryString(modelName()).optional(),
+});
+
 export function registerModelRoutes(table: RouteTable, svc: ModelsService): void {
   const idOf = (p: Record<string, unknown>): string => parse(MODEL_ID, p.id, 'id');
   table.add({
-    method: 'get', path: base, access: 'viewer', tag: 'models', summary: 'List model deployments (filter by ?provider= or ?model_name=)',
-    handler: async (req) => ({ items: await svc.list({ provider: req.query.provider as string | undefined, model_name: req.query.model_name as string | undefined }) }),
+    method: 'get', path: base, access: 'viewer', tag: 'models', summary: 'List model deployments (filter by ?provider= or ?model_name=); paged (?limit=1..1000, ?cursor=)',
+    query: listQuery,
+    handler: async (_req, _res, _ctx, q) => toPage(await svc.list({ provider: q.provider, model_name: q.model_name }, { limit: q.limit, after: q.cursor })),
   });
   table.add({
     method: 'post', path: base, access: 'operator', tag: 'models', body: modelBody, summary: 'Add a model deployment', responses: { 201: 'Created', 400: 'Invalid body or unknown provider' },

@@ -3,6 +3,7 @@ import { withTransaction } from '../../db/pool';
 import { Conflict, NotFound } from '../../http/errors';
 import type { RequestContext } from '../../http/principal';
 import { appendAudit } from '../audit/audit-store';
+import { pageOf, type PageRequest } from '../../http/paging';
 
 export interface ProviderInput {
   kind: string;
@@ -54,8 +55,11 @@ const view = (r: Row): ProviderView => ({
 export class ProvidersService {
   constructor(private readonly pool: Pool) {}
 
-  async list(): Promise<ProviderView[]> {
-    return (await this.pool.query<Row>(`${SELECT} ORDER BY p.slug`)).rows.map(view);
+  /** One page of providers by slug; `next` is the slug to continue after. */
+  async list(page: PageRequest<string>): Promise<{ items: ProviderView[]; next: string | undefined }> {
+    const { rows } = await this.pool.query<Row>(`${SELECT} WHERE $1::text IS NULL OR p.slug > $1 ORDER BY p.slug LIMIT $2`, [page.after ?? null, page.limit + 1]);
+    const p = pageOf(rows, page.limit, (r) => r.slug);
+    return { items: p.items.map(view), next: p.next };
   }
 
   async get(slug: string): Promise<ProviderView> {
