@@ -11,18 +11,18 @@ import { ValidationFailed, type FieldError } from './errors';
 
 const MAX_REPORTED = 20;
 
-/** The first code unit that cannot be stored, as `[index, description]`, or undefined. */
+/** The first code unit that cannot be stored, as `[index, what it is and why]`, or undefined. */
 export function unstorableChar(s: string): [number, string] | undefined {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c === 0) return [i, 'U+0000 (NUL), which cannot be stored'];
+    if (c === 0) return [i, 'U+0000 (NUL): it cannot be stored'];
     if (c >= 0xd800 && c <= 0xdfff) {
       const next = i + 1 < s.length ? s.charCodeAt(i + 1) : 0;
       if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
         i++;
         continue;
       }
-      return [i, `a lone surrogate (U+${c.toString(16).toUpperCase()}), which is not Unicode text`];
+      return [i, `a lone surrogate (U+${c.toString(16).toUpperCase()}): it is not Unicode text`];
     }
   }
   return undefined;
@@ -63,7 +63,7 @@ export function unstorableFields(value: unknown, root: string | undefined): Fiel
     const v = f.value;
     if (typeof v === 'string') {
       const bad = unstorableChar(v);
-      if (bad) errors.push({ field: pathOf(f) || '(body)', rule: `contains ${bad[1]} at position ${bad[0] + 1}` });
+      if (bad) errors.push({ field: pathOf(f) || '(body)', rule: `contains, at position ${bad[0] + 1}, ${bad[1]}` });
     } else if (Array.isArray(v)) {
       for (let i = v.length - 1; i >= 0; i--) stack.push({ value: v[i], segment: String(i), parent: f });
     } else if (v !== null && typeof v === 'object') {
@@ -71,7 +71,7 @@ export function unstorableFields(value: unknown, root: string | undefined): Fiel
       for (let i = keys.length - 1; i >= 0; i--) {
         const k = keys[i]!;
         const bad = unstorableChar(k);
-        if (bad) errors.push({ field: pathOf(f, fieldSegment(k)), rule: `has a name that contains ${bad[1]} at position ${bad[0] + 1}` });
+        if (bad) errors.push({ field: pathOf(f, fieldSegment(k)), rule: `is a name that contains, at position ${bad[0] + 1}, ${bad[1]}` });
         // JSON.parse keeps it as a key, but every later copy of the object (zod, the renderer) drops it.
         else if (k === '__proto__') errors.push({ field: pathOf(f, k), rule: 'is a name that cannot be stored' });
         else stack.push({ value: (v as Record<string, unknown>)[k], segment: k, parent: f });
