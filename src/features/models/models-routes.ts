@@ -48,6 +48,8 @@ export const modelBody = z
     }
     for (const k of Object.keys(b.litellm_params ?? {})) {
       if (MANAGED_PARAMS.has(k)) ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'is managed by keyplane: set it with the top-level field instead' });
+      // The renderer merges litellm_params with `k in params`, which is true for these: they would be dropped.
+      else if (k in Object.prototype) ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'is not a LiteLLM parameter (a name JavaScript objects inherit)' });
     }
   });
 
