@@ -1,5 +1,6 @@
 import type { RequestHandler } from 'express';
 import { ValidationFailed, type FieldError } from './errors';
+import { fieldPath } from './validate';
 
 /**
  * Postgres refuses U+0000 in text and jsonb, and a lone UTF-16 surrogate is no character at all
@@ -48,7 +49,7 @@ interface Frame {
 function pathOf(f: Frame, extra?: string): string {
   const parts: string[] = extra === undefined ? [] : [extra];
   for (let p: Frame | undefined = f; p; p = p.parent) if (p.segment !== undefined) parts.push(p.segment);
-  return parts.reverse().join('.');
+  return fieldPath(parts.reverse());
 }
 
 /**
@@ -63,7 +64,7 @@ export function unstorableFields(value: unknown, root: string | undefined): Fiel
     const v = f.value;
     if (typeof v === 'string') {
       const bad = unstorableChar(v);
-      if (bad) errors.push({ field: pathOf(f) || '(body)', rule: `contains, at position ${bad[0] + 1}, ${bad[1]}` });
+      if (bad) errors.push({ field: pathOf(f), rule: `contains, at position ${bad[0] + 1}, ${bad[1]}` });
     } else if (Array.isArray(v)) {
       for (let i = v.length - 1; i >= 0; i--) stack.push({ value: v[i], segment: String(i), parent: f });
     } else if (v !== null && typeof v === 'object') {

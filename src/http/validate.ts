@@ -126,18 +126,21 @@ export function queryString(schema: z.ZodType<string, string> = z.string()) {
   return z.string({ error: (i) => (Array.isArray(i.input) ? 'must be given once' : 'must be a string') }).pipe(schema);
 }
 
+/** A field's name in an error: its path joined with dots, an empty key shown as "". */
+export function fieldPath(parts: ReadonlyArray<PropertyKey>): string {
+  return parts.map((p) => (p === '' ? '""' : String(p))).join('.') || '(body)';
+}
+
 /** Validates `input` against `schema`; every problem is reported with its field path and rule. */
 export function parse<T>(schema: z.ZodType<T>, input: unknown, root = ''): T {
   const r = schema.safeParse(input);
   if (r.success) return r.data;
-  const errors: FieldError[] = r.error.issues.map((i) => {
-    const p = [root, ...i.path.map(String)].filter(Boolean).join('.');
-    let rule = i.message;
-    if (i.code === 'unrecognized_keys') {
-      return { field: [p, ...(i.keys ?? [])].filter(Boolean).join('.'), rule: 'is not a known field' };
-    }
-    if (i.code === 'invalid_type' && /received undefined/.test(i.message)) rule = 'is required';
-    return { field: p || '(body)', rule };
+  const at = (path: ReadonlyArray<PropertyKey>): string => fieldPath(root ? [root, ...path] : path);
+  const errors: FieldError[] = r.error.issues.flatMap((i) => {
+    // One issue names every unknown key of an object: each is its own field.
+    if (i.code === 'unrecognized_keys') return i.keys.map((k) => ({ field: at([...i.path, k]), rule: 'is not a known field' }));
+    const rule = i.code === 'invalid_type' && /received undefined/.test(i.message) ? 'is required' : i.message;
+    return [{ field: at(i.path), rule }];
   });
   // One entry per field, every rule it broke.
   const merged = new Map<string, string[]>();
