@@ -53,6 +53,11 @@ export const modelBody = z
     }
   });
 
+// sql/006_input_limits.sql holds the totals.
+const LIMITS =
+  `litellm_params and model_info: nesting <= ${MODEL_JSON_BOUNDS.depth}, keys <= ${MODEL_JSON_BOUNDS.keyLength} characters, strings <= ${MODEL_JSON_BOUNDS.stringLength}, ` +
+  `<= ${MODEL_JSON_BOUNDS.entries} entries per object or array, <= ${MODEL_PARAMS_BYTES} bytes of JSON together; at most 5000 deployments and 8 MiB of them in all`;
+
 const listQuery = z.strictObject({
   limit: limitParam(),
   cursor: cursorParam(z.tuple([z.string().max(200), z.number().int(), z.uuid()])).optional(),
@@ -68,7 +73,8 @@ export function registerModelRoutes(table: RouteTable, svc: ModelsService): void
     handler: async (_req, _res, _ctx, q) => toPage(await svc.list({ provider: q.provider, model_name: q.model_name }, { limit: q.limit, after: q.cursor })),
   });
   table.add({
-    method: 'post', path: base, access: 'operator', tag: 'models', body: modelBody, summary: 'Add a model deployment', responses: { 201: 'Created', 400: 'Invalid body or unknown provider' },
+    method: 'post', path: base, access: 'operator', tag: 'models', body: modelBody, summary: `Add a model deployment (${LIMITS})`,
+    responses: { 201: 'Created', 400: 'Invalid body or unknown provider', 409: 'At the limit of deployments or of their total size' },
     handler: async (req, res, ctx) => {
       res.status(201);
       return svc.create(parse(modelBody, req.body), ctx);
@@ -76,7 +82,7 @@ export function registerModelRoutes(table: RouteTable, svc: ModelsService): void
   });
   table.add({ method: 'get', path: `${base}/:id`, access: 'viewer', tag: 'models', summary: 'One model deployment', handler: async (req) => svc.get(idOf(req.params)) });
   table.add({
-    method: 'put', path: `${base}/:id`, access: 'operator', tag: 'models', body: modelBody, summary: 'Replace a model deployment',
+    method: 'put', path: `${base}/:id`, access: 'operator', tag: 'models', body: modelBody, summary: `Replace a model deployment (${LIMITS})`,
     handler: async (req, _res, ctx) => svc.replace(idOf(req.params), parse(modelBody, req.body), ctx),
   });
   table.add({
