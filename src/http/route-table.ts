@@ -21,7 +21,7 @@ export interface RouteSpec<Q = Record<string, never>> {
    */
   query?: z.ZodType<Q>;
   responses?: Record<number, string>;
-  // Method syntax: the table holds routes of every query type (parameters are checked per route by add()).
+  // Method syntax (bivariant): the table holds routes of every query type; add() ties each handler to its own schema.
   handler(req: Request, res: Response, ctx: RequestContext, query: Q): Promise<unknown> | unknown;
 }
 
