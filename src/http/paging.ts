@@ -19,7 +19,7 @@ export interface PageRequest<K> {
 const CURSOR_RULE = 'must be a next_cursor this list gave out';
 
 /** `?limit=` (default 100, 1 to 1000). */
-export const limitParam = () => queryInt(1, PAGE_MAX).default(PAGE_DEFAULT);
+export const limitParam = () => queryInt(1, PAGE_MAX).default(PAGE_DEFAULT).meta({ description: `page size, 1 to ${PAGE_MAX} (default ${PAGE_DEFAULT})` });
 
 /**
  * `?cursor=`: opaque to callers (base64url of the last row's sort key as JSON); decoded and
@@ -41,7 +41,7 @@ export function cursorParam<K>(key: z.ZodType<K>) {
       return z.NEVER;
     }
     return r.data;
-  });
+  }).meta({ description: 'the next_cursor of the previous page' });
 }
 
 export function encodeCursor(key: unknown): string {
