@@ -2,7 +2,8 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000,
 
 /** Parses `250ms`, `2s`, `5m`, `1h`, `7d` (a bare number is milliseconds). Returns undefined when it does not parse. */
 export function parseDuration(text: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  // Trimmed first: whitespace on both sides of an optional unit would make the pattern backtrack.
+  const m = /^(\d+(?:\.\d+)?) *(ms|s|m|h|d)?$/.exec(text.trim());
   if (!m) return undefined;
   return Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']!);
 }

@@ -8,23 +8,85 @@ import { modelBody } from './features/models/models-routes';
 import { routingBody } from './features/routing/routing-routes';
 import { withTransaction } from './db/pool';
 import { appendAudit } from './features/audit/audit-store';
+import { envVarProblem, keyValueProblem, MASTER_KEY_ENV, SALT_KEY_ENV } from './key-rules';
+import { ValidationFailed, type FieldError } from './http/errors';
+import { PAGE_MAX, type PageRequest } from './http/paging';
+import type { PlatformKeyView } from './features/platform-keys/platform-keys-service';
+import type { ProviderView } from './features/providers/providers-service';
+import type { ModelCursor, ModelView } from './features/models/models-service';
 
 /** Reads `VAR=value` lines as systemd and docker do: comments, blank lines, `export ` and surrounding quotes allowed. */
 export function parseEnvFile(text: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim();
+  for (const raw of text.split('\n')) {
+    let line = raw.trim();
     if (!line || line.startsWith('#') || line.startsWith(';')) continue;
-    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
-    if (!m) continue;
-    let v = m[2]!;
-    if ((v.startsWith('"') && v.endsWith('"')) || (v.startsWith("'") && v.endsWith("'"))) v = v.slice(1, -1);
-    out[m[1]!] = v;
+    if (line.startsWith('export ') || line.startsWith('export\t')) line = line.slice('export'.length).trimStart();
+    const eq = line.indexOf('=');
+    if (eq < 0) continue;
+    const name = line.slice(0, eq).trimEnd();
+    if (!isEnvName(name)) continue;
+    let v = line.slice(eq + 1).trimStart();
+    if (v.length >= 2 && ((v.startsWith('"') && v.endsWith('"')) || (v.startsWith("'") && v.endsWith("'")))) v = v.slice(1, -1);
+    out[name] = v;
   }
   return out;
 }
 
+function isEnvName(s: string): boolean {
+  if (!s) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    const letter = (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95;
+    if (!letter && !(i > 0 && c >= 48 && c <= 57)) return false;
+  }
+  return true;
+}
+
 const ENV_REF = /^os\.environ\/([A-Za-z_][A-Za-z0-9_]*)$/;
+
+/** Every page of a keyset-paged list. */
+async function all<T, K>(list: (page: PageRequest<K>) => Promise<{ items: T[]; next: K | undefined }>): Promise<T[]> {
+  const out: T[] = [];
+  let after: K | undefined;
+  do {
+    const page = await list({ limit: PAGE_MAX, after });
+    out.push(...page.items);
+    after = page.next;
+  } while (after !== undefined);
+  return out;
+}
+
+/**
+ * The key values and env vars the import would store that the API would refuse: values no env
+ * file reader takes literally, env vars that steer LiteLLM's process. Named by variable or by
+ * config path, never by value.
+ */
+function keyProblems(doc: Record<string, unknown>, env: Record<string, string>, existingKeys: Map<string, string>): FieldError[] {
+  const problems: FieldError[] = [];
+  const check = (ref: unknown, where: string): void => {
+    if (typeof ref !== 'string' || !ref) return;
+    const m = ENV_REF.exec(ref);
+    if (!m) {
+      const rule = keyValueProblem(ref);
+      if (rule) problems.push({ field: where, rule });
+      return;
+    }
+    const envVar = m[1]!;
+    const envRule = envVarProblem(envVar, existingKeys.get(envVar) ?? keyNameForVar(envVar));
+    if (envRule) problems.push({ field: `${where} (${envVar})`, rule: `cannot be a platform key's env var: it ${envRule}` });
+    const value = env[envVar];
+    const valueRule = value === undefined ? undefined : keyValueProblem(value);
+    if (valueRule) problems.push({ field: `${envVar} (env file)`, rule: valueRule });
+  };
+  check(((doc.general_settings ?? {}) as Record<string, unknown>).master_key, 'general_settings.master_key');
+  for (const v of [MASTER_KEY_ENV, SALT_KEY_ENV]) if (env[v]) check(`os.environ/${v}`, v);
+  for (const [i, entry] of ((doc.model_list ?? []) as Array<Record<string, unknown>>).entries()) {
+    check(((entry?.litellm_params ?? {}) as Record<string, unknown>).api_key, `model_list[${i}].litellm_params.api_key`);
+  }
+  // One report per field: a variable used by several models is named once.
+  return [...new Map(problems.map((p) => [`${p.field}\u0000${p.rule}`, p])).values()];
+}
 
 /** OPENROUTER_API_KEY -> openrouter; LITELLM_MASTER_KEY -> litellm_master_key. */
 export function keyNameForVar(v: string): string {
@@ -52,7 +114,10 @@ export async function importLitellm(kp: Keyplane, files: { configFile?: string; 
   const env = files.envFile ? parseEnvFile(readFileSync(files.envFile, 'utf8')) : {};
   const doc = files.configFile ? ((YAML.parse(readFileSync(files.configFile, 'utf8')) ?? {}) as Record<string, unknown>) : {};
   const summary: ImportSummary = { keys: [], providers: [], models: 0, models_skipped: 0, routing: false, warnings: [] };
-  const existingKeys = new Map((await kp.platformKeys.list()).map((k) => [k.env_var, k.name]));
+  const existingKeys = new Map((await all<PlatformKeyView, string>((page) => kp.platformKeys.list(page))).map((k) => [k.env_var, k.name]));
+  // Every key value and env var is checked before anything is written: an import is refused whole.
+  const problems = keyProblems(doc, env, existingKeys);
+  if (problems.length) throw new ValidationFailed(problems);
 
   const importKey = async (ref: unknown, fallbackName: string): Promise<string | undefined> => {
     let value: string | undefined;
@@ -84,10 +149,10 @@ export async function importLitellm(kp: Keyplane, files: { configFile?: string; 
 
   const general = (doc.general_settings ?? {}) as Record<string, unknown>;
   if (general.master_key) await importKey(general.master_key, 'litellm_master_key');
-  for (const v of ['LITELLM_MASTER_KEY', 'LITELLM_SALT_KEY']) if (env[v] && !existingKeys.has(v)) await importKey(`os.environ/${v}`, keyNameForVar(v));
+  for (const v of [MASTER_KEY_ENV, SALT_KEY_ENV]) if (env[v] && !existingKeys.has(v)) await importKey(`os.environ/${v}`, keyNameForVar(v));
 
-  const providers = await kp.providers.list();
-  const existingModels = await kp.models.list();
+  const providers = await all<ProviderView, string>((page) => kp.providers.list(page));
+  const existingModels = await all<ModelView, ModelCursor>((page) => kp.models.list({}, page));
   for (const [i, entry] of ((doc.model_list ?? []) as Array<Record<string, unknown>>).entries()) {
     const lp = { ...((entry.litellm_params ?? {}) as Record<string, unknown>) };
     const full = String(lp.model ?? '');

@@ -6,8 +6,15 @@ export function displayUrl(raw: string): string {
     u.password = '';
     u.search = '';
     u.hash = '';
-    return u.toString().replace(/\/+$/, '');
+    return trimSlashes(u.toString());
   } catch {
     return '(invalid URL)';
   }
+}
+
+/** Without trailing slashes (a loop: `/\/+$/` backtracks quadratically on a long run of slashes). */
+export function trimSlashes(s: string): string {
+  let end = s.length;
+  while (end > 0 && s.charCodeAt(end - 1) === 47) end--;
+  return s.slice(0, end);
 }

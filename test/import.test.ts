@@ -1,3 +1,5 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { importLitellm, parseEnvFile } from '../src/import';
 import { startTestApp, type TestApp } from './helpers/app';
@@ -42,5 +44,42 @@ describe('keyplane import', () => {
     const versions = await t.api().get('/api/v1/admin/platform-keys/openai/versions').expect(200);
     expect(versions.body.items).toHaveLength(1);
     expect(t.logs()).not.toContain('sk-import-test');
+  });
+
+  it('refuses, before writing anything, key values no env file reader takes literally and env vars that steer LiteLLM, naming them but never the value', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'kp-import-bad-'));
+    try {
+      const config = path.join(tmp, 'config.yaml');
+      const env = path.join(tmp, 'litellm.env');
+      writeFileSync(
+        config,
+        [
+          'model_list:',
+          '  - model_name: evil',
+          '    litellm_params: {model: openai/gpt-x, api_key: os.environ/EVIL_API_KEY}',
+          '  - model_name: proxy',
+          '    litellm_params: {model: groq/llama, api_key: os.environ/HTTPS_PROXY}',
+          '  - model_name: raw',
+          '    litellm_params: {model: together_ai/m, api_key: "sk-raw(bad"}',
+          '',
+        ].join('\n'),
+      );
+      writeFileSync(env, 'EVIL_API_KEY=sk-aaaa;id>/tmp/x\nHTTPS_PROXY=sk-fine-but-wrong-name\n');
+      const before = (await t.api().get('/api/v1/admin/audit?limit=1').expect(200)).body.items[0].id;
+      const err = await importLitellm(t.kp, { configFile: config, envFile: env }).then(
+        () => undefined,
+        (e: { errors?: Array<{ field: string; rule: string }>; message: string }) => e,
+      );
+      expect(err?.errors).toEqual([
+        { field: 'EVIL_API_KEY (env file)', rule: expect.stringContaining("';' (U+003B) at position 8") },
+        { field: 'model_list[1].litellm_params.api_key (HTTPS_PROXY)', rule: expect.stringContaining('steers the LiteLLM process') },
+        { field: 'model_list[2].litellm_params.api_key', rule: expect.stringContaining("'(' (U+0028) at position 7") },
+      ]);
+      expect(err?.message).not.toMatch(/sk-aaaa|sk-raw/);
+      expect((await t.api().get('/api/v1/admin/audit?limit=1').expect(200)).body.items[0].id).toBe(before);
+      await t.api().get('/api/v1/admin/platform-keys/evil').expect(404);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });

@@ -167,14 +167,17 @@ export class HealthStore {
     });
   }
 
-  async list(): Promise<ProviderHealthView[]> {
+  /** Providers by slug, after `page.after` (a slug). */
+  async list(page: { limit: number; after?: string }): Promise<ProviderHealthView[]> {
     const { rows } = await this.pool.query<ProviderHealthView>(
       `SELECT p.slug, p.kind, p.enabled, p.degraded_ms, p.health_status, p.health_reason, p.health_observed_status, p.health_observed_reason,
               p.health_latency_ms, p.health_http_status, p.health_detail, p.health_checked_at, p.health_changed_at,
               p.health_key_fingerprint, p.health_key_version, p.key_name,
               k.current_version AS key_current_version, k.expires_at AS key_expires_at
        FROM providers p LEFT JOIN platform_keys k ON k.name = p.key_name
-       ORDER BY p.slug`,
+       WHERE $1::text IS NULL OR p.slug > $1
+       ORDER BY p.slug LIMIT $2`,
+      [page.after ?? null, page.limit],
     );
     return rows;
   }

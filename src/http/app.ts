@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import helmet from 'helmet';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { CommitOutcomeUnknown, isUnavailable, type Pool } from '../db/pool';
 import { AppError, NotFound } from './errors';
 import type { Authenticator } from './auth';
 import type { RouteTable } from './route-table';
+import { inputGuard } from './input-guard';
 
 export interface AppDeps {
   log: Logger;
@@ -35,6 +37,14 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('trust proxy', deps.trustedProxies?.length ? deps.trustedProxies : false);
+  // Security headers on every response, errors and /metrics included. A JSON API loads nothing
+  // and is framed by nobody.
+  app.use(
+    helmet({
+      contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+      frameguard: { action: 'deny' },
+    }),
+  );
 
   app.use(((req, res, next) => {
     const given = req.get('x-request-id');
@@ -42,7 +52,9 @@ export function createApp(deps: AppDeps): Express {
     res.setHeader('X-Request-Id', res.locals.requestId);
     const start = process.hrtime.bigint();
     res.on('finish', () => {
-      const route = req.route?.path ? `${req.baseUrl}${req.route.path}` : res.statusCode === 404 ? 'unmatched' : req.path;
+      // Only matched routes are labelled by their pattern: anything else, whatever its status, is
+      // one label, so that requests to made-up paths cannot grow /metrics.
+      const route = req.route?.path ? `${req.baseUrl}${req.route.path}` : 'unmatched';
       const labels = { method: req.method, route, status: String(res.statusCode) };
       metrics.httpRequests.inc(labels);
       metrics.httpDuration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
@@ -59,6 +71,7 @@ export function createApp(deps: AppDeps): Express {
     next();
   }) as RequestHandler);
   app.use(express.json({ limit: JSON_LIMIT, type: ['application/json', 'application/*+json'], strict: false }));
+  app.use(inputGuard());
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', version: deps.version });
@@ -109,10 +122,18 @@ export function createApp(deps: AppDeps): Express {
     if (e.code === '23505' || e.code === '23503') {
       return problem(res, 409, 'conflict', 'Conflict', `the change conflicts with another row (${e.constraint ?? 'constraint'}); retry`);
     }
+    // A bound on the stored data as a whole (sql/006_input_limits.sql): the message names the limit.
+    if (e.code === 'KPLIM') return problem(res, 409, 'limit-exceeded', 'Limit exceeded', e.message ?? 'a storage limit was reached');
     if (e.type === 'entity.too.large') return problem(res, 413, 'payload-too-large', 'Payload too large', `request bodies are limited to ${JSON_LIMIT} bytes`);
-    if (e.type === 'entity.parse.failed') return problem(res, 400, 'malformed-json', 'Malformed JSON', 'the request body is not valid JSON');
+    if (e.type === 'entity.parse.failed') {
+      return problem(res, 400, 'malformed-json', 'Malformed JSON', 'the request body is not valid JSON', { errors: [{ field: '(body)', rule: 'must be valid JSON' }] });
+    }
     if (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') return problem(res, 415, 'unsupported-media-type', 'Unsupported media type', 'request bodies must be UTF-8 JSON');
-    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return problem(res, e.status, 'bad-request', 'Bad request', 'the request could not be read');
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+      // A path that is not valid percent-encoded UTF-8 fails while the router decodes it.
+      const field = err instanceof URIError ? '(path)' : '(request)';
+      return problem(res, e.status, 'bad-request', 'Bad request', 'the request could not be read', { errors: [{ field, rule: field === '(path)' ? 'must be valid percent-encoded UTF-8' : 'could not be read' }] });
+    }
     log.error('request failed', { err, method: req.method, path: req.path, request_id: res.locals.requestId });
     return problem(res, 500, 'internal', 'Internal error', 'an unexpected error occurred; see the server log for request ' + String(res.locals.requestId));
   };

@@ -26,6 +26,42 @@ export interface AuditRow {
 
 export const GENESIS = '0'.repeat(64);
 
+/**
+ * A string as Postgres stores it. Postgres refuses U+0000 in text and jsonb, and a lone UTF-16
+ * surrogate reaches it as U+FFFD in text (UTF-8 has no form for it) and as an error in jsonb; both
+ * become U+FFFD here, before the row is hashed, so the hash covers exactly what is stored.
+ */
+export function storableText(s: string): string {
+  let out: string | undefined;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    let bad = c === 0;
+    if (c >= 0xd800 && c <= 0xdfff) {
+      const next = i + 1 < s.length ? s.charCodeAt(i + 1) : 0;
+      if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+        if (out !== undefined) out += s.slice(i, i + 2);
+        i++;
+        continue;
+      }
+      bad = true;
+    }
+    if (bad && out === undefined) out = s.slice(0, i);
+    if (out !== undefined) out += bad ? '\ufffd' : s[i];
+  }
+  return out ?? s;
+}
+
+/** `value` as jsonb stores it: every string, keys included, storable (see storableText), a Date as its JSON text. */
+function storable(value: unknown): unknown {
+  if (typeof value === 'string') return storableText(value);
+  if (value instanceof Date) return value.toISOString();
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map(storable);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) if (v !== undefined) out[storableText(k)] = storable(v);
+  return out;
+}
+
 function canonical(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value ?? null);
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
@@ -62,8 +98,17 @@ export async function appendAudit(client: PoolClient, e: AuditEntry): Promise<vo
 /** An audit row as written: its fields, and the digest of its content (see contentDigest). */
 export type AuditRowInput = Omit<AuditRow, 'id' | 'prev_hash' | 'hash'> & { digest: string };
 
+/** The row to store and its digest, both taken from the same storable values (see storableText). */
 export function auditRow(e: AuditEntry): AuditRowInput {
-  const row = { at: new Date(), actor: e.actor, action: e.action, target: e.target, version: e.version ?? null, request_id: e.requestId ?? null, details: e.details ?? {} };
+  const row = {
+    at: new Date(),
+    actor: storableText(e.actor),
+    action: storableText(e.action),
+    target: storableText(e.target),
+    version: e.version ?? null,
+    request_id: e.requestId == null ? null : storableText(e.requestId),
+    details: (storable(e.details ?? {}) ?? {}) as Record<string, unknown>,
+  };
   return { ...row, digest: contentDigest(row) };
 }
 

@@ -7,8 +7,10 @@ import { NotFound } from '../../http/errors';
 import type { RouteTable } from '../../http/route-table';
 import { apiKey, name, parse } from '../../http/validate';
 import { appendAudit } from '../audit/audit-store';
+import { cursorParam, limitParam, pageOf, toPage } from '../../http/paging';
 
 export const byokBody = z.strictObject({ provider: name(), api_key: apiKey() });
+const listQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(name()).optional() });
 
 interface Row {
   provider: string;
@@ -31,10 +33,15 @@ export function registerByokRoutes(table: RouteTable, deps: { pool: Pool; keyrin
   const { pool, keyring, fingerprints } = deps;
   const base = '/api/v1/llm/byok/keys';
   table.add({
-    method: 'get', path: base, access: 'any', tag: 'byok', summary: "The caller's own keys (masked)",
-    handler: async (_req, _res, ctx) => {
-      const { rows } = await pool.query<Row>('SELECT provider, fingerprint, last4, created_at, updated_at FROM byok_keys WHERE user_sub = $1 ORDER BY provider', [ctx.principal.user]);
-      return { items: rows.map(view) };
+    method: 'get', path: base, access: 'any', tag: 'byok', summary: "The caller's own keys (masked), by provider; paged (?limit=1..1000, ?cursor=)",
+    query: listQuery,
+    handler: async (_req, _res, ctx, q) => {
+      const { rows } = await pool.query<Row>(
+        'SELECT provider, fingerprint, last4, created_at, updated_at FROM byok_keys WHERE user_sub = $1 AND ($2::text IS NULL OR provider > $2) ORDER BY provider LIMIT $3',
+        [ctx.principal.user, q.cursor ?? null, q.limit + 1],
+      );
+      const page = pageOf(rows, q.limit, (r) => r.provider);
+      return toPage({ items: page.items.map(view), next: page.next });
     },
   });
   table.add({

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
-import { NotFound, ServiceUnavailable } from '../../http/errors';
-import { name, parse } from '../../http/validate';
+import { NotFound, ServiceUnavailable, ValidationFailed } from '../../http/errors';
+import { name, parse, queryInt } from '../../http/validate';
+import { cursorParam, encodeCursor, limitParam, pageOf, toPage } from '../../http/paging';
 import type { HealthStore, LitellmHealthRow, ProviderHealthView } from '../../health/health-store';
 import { EXPIRING_WITHIN_MS, type Prober } from '../../health/prober';
 
@@ -13,9 +14,12 @@ export interface HealthRoutesDeps {
   now?: () => Date;
 }
 
+const listQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(name()).optional() });
 const historyQuery = z.strictObject({
-  limit: z.coerce.number({ error: 'must be a whole number' }).int({ error: 'must be a whole number' }).min(1, { error: 'must be 1 to 500' }).max(500, { error: 'must be 1 to 500' }).optional(),
-  before: z.coerce.number({ error: 'must be a whole number' }).int({ error: 'must be a whole number' }).positive({ error: 'must be 1 or more' }).optional(),
+  limit: limitParam(),
+  cursor: cursorParam(z.number().int().positive()).optional(),
+  // The older way to page, kept: ?before=<id> with next_before.
+  before: queryInt(1, Number.MAX_SAFE_INTEGER, 'must be a history id').optional(),
 });
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
@@ -74,16 +78,18 @@ export function registerHealthRoutes(table: RouteTable, deps: HealthRoutesDeps):
     path: '/api/v1/admin/providers/health',
     access: 'viewer',
     tag: 'health',
-    summary: 'Health of every provider and of LiteLLM, with the probed key and expiring keys',
-    handler: async () => {
+    summary: 'Health of every provider (by slug; paged: ?limit=1..1000, ?cursor=) and of LiteLLM, with the probed key and expiring keys',
+    query: listQuery,
+    handler: async (_req, _res, _ctx, q) => {
       const t = now().getTime();
       const [providers, litellm, expiring] = await Promise.all([
-        deps.store.list(),
+        deps.store.list({ limit: q.limit + 1, after: q.cursor }),
         deps.store.litellm(deps.litellmUrl),
         deps.store.keysExpiringBefore(new Date(t + EXPIRING_WITHIN_MS)),
       ]);
+      const page = pageOf(providers, q.limit, (p) => p.slug);
       return {
-        items: providers.map((p) => providerItem(p, t)),
+        ...toPage({ items: page.items.map((p) => providerItem(p, t)), next: page.next }),
         litellm: litellm ? litellmItem(litellm) : null,
         expiring_keys: expiring.map((k) => ({
           name: k.name,
@@ -100,14 +106,16 @@ export function registerHealthRoutes(table: RouteTable, deps: HealthRoutesDeps):
     path: '/api/v1/admin/providers/:slug/health/history',
     access: 'viewer',
     tag: 'health',
-    summary: 'Probe results of one provider, newest first; page with ?before=<id>&limit=<1..500>',
+    summary: 'Probe results of one provider, newest first; paged (?limit=1..1000, ?cursor=, or ?before=<id> with next_before)',
     responses: { 404: 'No such provider' },
-    handler: async (req) => {
+    query: historyQuery,
+    handler: async (req, _res, _ctx, q) => {
       const slug = parse(name(), req.params.slug, 'slug');
-      const q = parse(historyQuery, { ...req.query }, 'query');
+      if (q.cursor !== undefined && q.before !== undefined) throw new ValidationFailed([{ field: 'query.before', rule: 'must not be given with cursor' }]);
       if (!(await deps.store.providerExists(slug))) throw new NotFound(`provider ${slug}`);
-      const limit = q.limit ?? 50;
-      const rows = await deps.store.history(slug, limit, q.before);
+      const all = await deps.store.history(slug, q.limit + 1, q.cursor ?? q.before);
+      const rows = all.slice(0, q.limit);
+      const last = all.length > q.limit ? rows[rows.length - 1]!.id : null;
       return {
         items: rows.map((r) => ({
           id: r.id,
@@ -120,7 +128,8 @@ export function registerHealthRoutes(table: RouteTable, deps: HealthRoutesDeps):
           key: { name: r.key_name, version: r.key_version, fingerprint: r.key_fingerprint },
           checked_at: r.checked_at.toISOString(),
         })),
-        next_before: rows.length === limit ? rows[rows.length - 1]!.id : null,
+        next_cursor: last === null ? null : encodeCursor(last),
+        next_before: last,
       };
     },
   });

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
-import { httpUrl, name, parse } from '../../http/validate';
+import { httpUrl, name, parse, queryString } from '../../http/validate';
+import { cursorParam, limitParam, toPage } from '../../http/paging';
+import { jsonBoundsIssues, type JsonBounds } from '../../http/json-bounds';
 import { scrubSecrets } from '../../secret-params';
 import type { ModelsService } from './models-service';
 
@@ -10,6 +12,17 @@ const limit = () => z.number({ error: 'must be a whole number' }).int({ error: '
 const MODEL_ID = z.uuid({ error: 'must be a model id (UUID)' });
 const MANAGED_PARAMS = new Set(['model', 'api_key', 'api_base', 'rpm', 'tpm']);
 
+/** What litellm_params and model_info may hold (see JsonBounds): every accepted value renders and loads in PyYAML. */
+export const MODEL_JSON_BOUNDS: JsonBounds = { depth: 16, keyLength: 128, stringLength: 8192, entries: 256 };
+/** litellm_params and model_info of one deployment together, as JSON (UTF-8 bytes). */
+export const MODEL_PARAMS_BYTES = 16 * 1024;
+
+const freeForm = () =>
+  z.record(z.string(), z.unknown(), { error: 'must be an object' }).superRefine((v, ctx) => {
+    // Not continued: the secret scan below walks the whole value and must not see an unbounded one.
+    for (const i of jsonBoundsIssues(v, MODEL_JSON_BOUNDS)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message, continue: false });
+  });
+
 export const modelBody = z
   .strictObject({
     model_name: modelName(),
@@ -18,10 +31,14 @@ export const modelBody = z
     api_base: httpUrl().nullable().optional(),
     rpm: limit(),
     tpm: limit(),
-    litellm_params: z.record(z.string(), z.unknown(), { error: 'must be an object' }).optional(),
-    model_info: z.record(z.string(), z.unknown(), { error: 'must be an object' }).optional(),
+    litellm_params: freeForm().optional(),
+    model_info: freeForm().optional(),
   })
   .superRefine((b, ctx) => {
+    const bytes = Buffer.byteLength(JSON.stringify(b.litellm_params ?? {})) + Buffer.byteLength(JSON.stringify(b.model_info ?? {}));
+    if (bytes > MODEL_PARAMS_BYTES) {
+      ctx.addIssue({ code: 'custom', path: ['litellm_params'], message: `together with model_info holds ${bytes} bytes of JSON: at most ${MODEL_PARAMS_BYTES}` });
+    }
     // Keys belong in platform keys: at any depth, a field named like a credential (api_key,
     // aws_secret_access_key, extra_headers.Authorization, ...) may only be an os.environ/ reference.
     for (const field of ['litellm_params', 'model_info'] as const) {
@@ -31,17 +48,33 @@ export const modelBody = z
     }
     for (const k of Object.keys(b.litellm_params ?? {})) {
       if (MANAGED_PARAMS.has(k)) ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'is managed by keyplane: set it with the top-level field instead' });
+      // The renderer merges litellm_params with `k in params`, which is true for these: they would be dropped.
+      else if (k in Object.prototype) ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'is not a LiteLLM parameter (a name JavaScript objects inherit)' });
     }
   });
+
+// sql/006_input_limits.sql holds the totals.
+const LIMITS =
+  `litellm_params and model_info: nesting <= ${MODEL_JSON_BOUNDS.depth}, keys <= ${MODEL_JSON_BOUNDS.keyLength} characters, strings <= ${MODEL_JSON_BOUNDS.stringLength}, ` +
+  `<= ${MODEL_JSON_BOUNDS.entries} entries per object or array, <= ${MODEL_PARAMS_BYTES} bytes of JSON together; at most 5000 deployments and 8 MiB of them in all`;
+
+const listQuery = z.strictObject({
+  limit: limitParam(),
+  cursor: cursorParam(z.tuple([z.string().max(200), z.number().int(), z.uuid()])).optional(),
+  provider: queryString(name()).optional(),
+  model_name: queryString(modelName()).optional(),
+});
 
 export function registerModelRoutes(table: RouteTable, svc: ModelsService): void {
   const idOf = (p: Record<string, unknown>): string => parse(MODEL_ID, p.id, 'id');
   table.add({
-    method: 'get', path: base, access: 'viewer', tag: 'models', summary: 'List model deployments (filter by ?provider= or ?model_name=)',
-    handler: async (req) => ({ items: await svc.list({ provider: req.query.provider as string | undefined, model_name: req.query.model_name as string | undefined }) }),
+    method: 'get', path: base, access: 'viewer', tag: 'models', summary: 'List model deployments (filter by ?provider= or ?model_name=); paged (?limit=1..1000, ?cursor=)',
+    query: listQuery,
+    handler: async (_req, _res, _ctx, q) => toPage(await svc.list({ provider: q.provider, model_name: q.model_name }, { limit: q.limit, after: q.cursor })),
   });
   table.add({
-    method: 'post', path: base, access: 'operator', tag: 'models', body: modelBody, summary: 'Add a model deployment', responses: { 201: 'Created', 400: 'Invalid body or unknown provider' },
+    method: 'post', path: base, access: 'operator', tag: 'models', body: modelBody, summary: `Add a model deployment (${LIMITS})`,
+    responses: { 201: 'Created', 400: 'Invalid body or unknown provider', 409: 'At the limit of deployments or of their total size' },
     handler: async (req, res, ctx) => {
       res.status(201);
       return svc.create(parse(modelBody, req.body), ctx);
@@ -49,7 +82,7 @@ export function registerModelRoutes(table: RouteTable, svc: ModelsService): void
   });
   table.add({ method: 'get', path: `${base}/:id`, access: 'viewer', tag: 'models', summary: 'One model deployment', handler: async (req) => svc.get(idOf(req.params)) });
   table.add({
-    method: 'put', path: `${base}/:id`, access: 'operator', tag: 'models', body: modelBody, summary: 'Replace a model deployment',
+    method: 'put', path: `${base}/:id`, access: 'operator', tag: 'models', body: modelBody, summary: `Replace a model deployment (${LIMITS})`,
     handler: async (req, _res, ctx) => svc.replace(idOf(req.params), parse(modelBody, req.body), ctx),
   });
   table.add({

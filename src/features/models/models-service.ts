@@ -8,6 +8,7 @@ import type { RequestContext } from '../../http/principal';
 import { isKeyChar, KEY_MIN } from '../../key-rules';
 import { appendAudit } from '../audit/audit-store';
 import type { DestinationsService } from '../destinations/destinations-service';
+import { pageOf, type PageRequest } from '../../http/paging';
 
 export interface ModelInput {
   model_name: string;
@@ -28,6 +29,14 @@ export interface ModelView extends Required<Omit<ModelInput, 'api_base' | 'rpm' 
   created_at: string;
   updated_at: string;
 }
+
+export interface ModelFilter {
+  provider?: string;
+  model_name?: string;
+}
+
+/** The sort key a page continues after: model_name, created_at in microseconds since 1970 (exact: below 2^53), id. */
+export type ModelCursor = [string, number, string];
 
 /** A row of `models` as Postgres returns it. */
 export interface ModelRow {
@@ -91,13 +100,27 @@ export class ModelsService {
     private readonly fingerprints: Fingerprinter,
   ) {}
 
-  async list(filter: { provider?: string; model_name?: string } = {}): Promise<ModelView[]> {
+  /**
+   * One page of deployments in render order (model_name, created_at, id), optionally filtered.
+   * `next` is that sort key of the page's last row, created_at in whole microseconds (a JS Date
+   * would drop the microseconds Postgres keeps, and skip or repeat rows).
+   */
+  async list(filter: ModelFilter, page: PageRequest<ModelCursor>): Promise<{ items: ModelView[]; next: ModelCursor | undefined }> {
     const where: string[] = [];
     const args: unknown[] = [];
-    if (filter.provider) where.push(`provider = $${args.push(filter.provider)}`);
-    if (filter.model_name) where.push(`model_name = $${args.push(filter.model_name)}`);
-    const { rows } = await this.pool.query<ModelRow>(`SELECT * FROM models ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY model_name, created_at, id`, args);
-    return rows.map(view);
+    if (filter.provider !== undefined) where.push(`provider = $${args.push(filter.provider)}`);
+    if (filter.model_name !== undefined) where.push(`model_name = $${args.push(filter.model_name)}`);
+    if (page.after) {
+      const [name, createdUs, id] = page.after;
+      where.push(`(model_name, created_at, id) > ($${args.push(name)}, 'epoch'::timestamptz + $${args.push(createdUs)}::bigint * interval '1 microsecond', $${args.push(id)}::uuid)`);
+    }
+    const { rows } = await this.pool.query<ModelRow & { created_us: number }>(
+      `SELECT *, (extract(epoch FROM created_at) * 1000000)::bigint AS created_us FROM models ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+       ORDER BY model_name, created_at, id LIMIT $${args.push(page.limit + 1)}`,
+      args,
+    );
+    const p = pageOf(rows, page.limit, (r): ModelCursor => [r.model_name, r.created_us, r.id]);
+    return { items: p.items.map(view), next: p.next };
   }
 
   async get(id: string): Promise<ModelView> {

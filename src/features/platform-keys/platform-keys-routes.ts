@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
 import { apiKey, envVar, name, parse, timestamp } from '../../http/validate';
+import { cursorParam, limitParam, toPage } from '../../http/paging';
 import { etag, parseIfMatch, type PlatformKeysService } from './platform-keys-service';
 
 const base = '/api/v1/admin/platform-keys';
@@ -12,6 +13,9 @@ export const putKeyBody = z.strictObject({
   validate: z.boolean({ error: 'must be true or false' }).optional(),
 });
 
+const listQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(name()).optional() });
+const versionsQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(z.number().int().positive()).optional() });
+
 const rollbackBody = z.strictObject({
   version: z.number({ error: 'is required and must be a whole number' }).int({ error: 'must be a whole number' }).positive({ error: 'must be 1 or more' }),
 });
@@ -19,8 +23,9 @@ const rollbackBody = z.strictObject({
 export function registerPlatformKeyRoutes(table: RouteTable, svc: PlatformKeysService): void {
   const keyName = (p: Record<string, unknown>): string => parse(name(), p.name, 'name');
   table.add({
-    method: 'get', path: base, access: 'viewer', tag: 'platform-keys', summary: 'List platform keys (masked)',
-    handler: async () => ({ items: await svc.list() }),
+    method: 'get', path: base, access: 'viewer', tag: 'platform-keys', summary: 'List platform keys (masked), by name; paged (?limit=1..1000, ?cursor=)',
+    query: listQuery,
+    handler: async (_req, _res, _ctx, q) => toPage(await svc.list({ limit: q.limit, after: q.cursor })),
   });
   table.add({
     method: 'get', path: `${base}/:name`, access: 'viewer', tag: 'platform-keys', summary: 'One platform key (masked)', responses: { 404: 'Not found' },
@@ -50,8 +55,9 @@ export function registerPlatformKeyRoutes(table: RouteTable, svc: PlatformKeysSe
     },
   });
   table.add({
-    method: 'get', path: `${base}/:name/versions`, access: 'viewer', tag: 'platform-keys', summary: 'Every version of a key (masked)',
-    handler: async (req) => ({ items: await svc.versions(keyName(req.params)) }),
+    method: 'get', path: `${base}/:name/versions`, access: 'viewer', tag: 'platform-keys', summary: 'Every version of a key (masked), newest first; paged (?limit=1..1000, ?cursor=)',
+    query: versionsQuery,
+    handler: async (req, _res, _ctx, q) => toPage(await svc.versions(keyName(req.params), { limit: q.limit, after: q.cursor })),
   });
   table.add({
     method: 'post', path: `${base}/:name/rollback`, access: 'operator', tag: 'platform-keys', body: rollbackBody,

@@ -6,7 +6,8 @@ import { Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed
 import type { RequestContext } from '../../http/principal';
 import { appendAudit, auditRow, auditStatement } from '../audit/audit-store';
 import { KeyedMutex } from '../../keyed-mutex';
-import { MASTER_KEY_NAME } from '../../key-rules';
+import { envVarProblem, MASTER_KEY_NAME } from '../../key-rules';
+import { pageOf, type PageRequest } from '../../http/paging';
 import { PlatformKeysStore, type KeyRow, type VersionRow } from './platform-keys-store';
 
 export interface PlatformKeyView {
@@ -58,6 +59,14 @@ interface QueuedRotation {
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
 
+export type VersionView = Omit<VersionRow, 'last4' | 'kid' | 'expires_at' | 'created_at'> & {
+  masked_key: string;
+  kid: string;
+  expires_at: string | null;
+  created_at: string;
+  current: boolean;
+};
+
 export function toView(r: KeyRow): PlatformKeyView {
   return {
     name: r.name,
@@ -95,8 +104,10 @@ export class PlatformKeysService {
     this.store = new PlatformKeysStore(pool);
   }
 
-  async list(): Promise<PlatformKeyView[]> {
-    return (await this.store.list()).map(toView);
+  /** One page of keys by name; `next` is the name to continue after. */
+  async list(page: PageRequest<string>): Promise<{ items: PlatformKeyView[]; next: string | undefined }> {
+    const p = pageOf(await this.store.list({ limit: page.limit + 1, after: page.after }), page.limit, (r) => r.name);
+    return { items: p.items.map(toView), next: p.next };
   }
 
   async get(name: string): Promise<PlatformKeyView> {
@@ -105,10 +116,12 @@ export class PlatformKeysService {
     return toView(row);
   }
 
-  async versions(name: string): Promise<Array<Omit<VersionRow, 'last4' | 'kid' | 'expires_at' | 'created_at'> & { masked_key: string; kid: string; expires_at: string | null; created_at: string; current: boolean }>> {
+  /** One page of a key's versions, newest first; `next` is the version to continue before. */
+  async versions(name: string, page: PageRequest<number>): Promise<{ items: VersionView[]; next: number | undefined }> {
     const head = await this.store.get(name);
     if (!head) throw new NotFound(`platform key ${name}`);
-    return (await this.store.versions(name)).map((v) => ({
+    const p = pageOf(await this.store.versions(name, { limit: page.limit + 1, after: page.after }), page.limit, (v) => v.version);
+    const items = p.items.map((v) => ({
       name: v.name,
       version: v.version,
       masked_key: maskKey(v.last4),
@@ -119,9 +132,13 @@ export class PlatformKeysService {
       created_at: v.created_at.toISOString(),
       current: v.version === head.current_version,
     }));
+    return { items, next: p.next };
   }
 
   async put(name: string, input: PutKeyInput, ctx: RequestContext, ifMatch?: number): Promise<PlatformKeyView> {
+    // Checked before validate sends the key anywhere; a default env var is checked where it is chosen (writeVersion).
+    const envRule = input.env_var === undefined ? undefined : envVarProblem(input.env_var, name);
+    if (envRule) throw new ValidationFailed([{ field: 'env_var', rule: envRule }]);
     if (name === MASTER_KEY_NAME && !input.api_key.startsWith('sk-')) {
       throw new ValidationFailed([{ field: 'api_key', rule: "must start with sk-: LiteLLM refuses a master key that does not" }]);
     }
@@ -166,8 +183,23 @@ export class PlatformKeysService {
         const views = await this.rotateBatch(name, batch);
         batch.forEach((r, i) => r.resolve(views?.[i]));
       } catch (err) {
-        for (const r of batch) r.reject(err);
+        // One statement for all: a value it refused fails all of them. Unless the connection broke
+        // (then nothing may be written twice), each is written on its own, and only the bad one fails.
+        if (batch.length === 1 || isConnectionError(err) || err instanceof CommitOutcomeUnknown) {
+          for (const r of batch) r.reject(err);
+        } else {
+          for (const r of batch) await this.rotateAlone(name, r);
+        }
       }
+    }
+  }
+
+  /** One queued rotation on the locked path (the caller holds the key's mutex). */
+  private async rotateAlone(name: string, r: QueuedRotation): Promise<void> {
+    try {
+      r.resolve(await this.writeVersion(name, r.ctx, undefined, 'platform_key.put', async () => ({ value: r.value, expiresAt: r.expiresAt })));
+    } catch (err) {
+      r.reject(err);
     }
   }
 
@@ -188,7 +220,7 @@ export class PlatformKeysService {
           requestId: r.ctx.requestId,
           details: { env_var: head.envVar, fingerprint, previous_version: version - 1 },
         });
-        return { version, jwe, kid, fingerprint, last4: last4(r.value), expiresAt: r.expiresAt, createdBy: r.ctx.principal.actor, audit };
+        return { version, jwe, kid, fingerprint, last4: last4(r.value), expiresAt: r.expiresAt, createdBy: audit.actor, audit };
       }),
     );
     let row: KeyRow | undefined;
@@ -336,6 +368,10 @@ export class PlatformKeysService {
       }
       const { value, expiresAt, envVar: askedEnvVar, rolledBackTo } = await source(c);
       const envVar = askedEnvVar ?? head?.env_var ?? defaultEnvVar(name);
+      if (!head && askedEnvVar === undefined) {
+        const rule = envVarProblem(envVar, name);
+        if (rule) throw new ValidationFailed([{ field: 'env_var', rule: `is required here: the default ${envVar} ${rule}` }]);
+      }
       if (envVar !== head?.env_var) {
         const owner = await this.store.envVarOwner(c, envVar);
         if (owner && owner !== name) throw new Conflict(`env var ${envVar} is already used by platform key ${owner}`, { env_var: envVar, used_by: owner });

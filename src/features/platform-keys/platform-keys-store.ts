@@ -1,6 +1,7 @@
 import type { Pool, PoolClient, Statement } from '../../db/pool';
 import type { StoredJwe } from '../../crypto/keyring';
 import type { AuditRowInput } from '../audit/audit-store';
+import type { PageRequest } from '../../http/paging';
 
 export interface KeyRow {
   name: string;
@@ -30,9 +31,12 @@ const KEY_COLUMNS = `k.name, k.env_var, k.current_version, k.expires_at, k.creat
 export class PlatformKeysStore {
   constructor(private readonly pool: Pool) {}
 
-  async list(): Promise<KeyRow[]> {
+  /** Keys by name, after `page.after` (a name). */
+  async list(page: PageRequest<string>): Promise<KeyRow[]> {
     const { rows } = await this.pool.query<KeyRow>(
-      `SELECT ${KEY_COLUMNS} FROM platform_keys k JOIN platform_key_versions v ON v.name = k.name AND v.version = k.current_version ORDER BY k.name`,
+      `SELECT ${KEY_COLUMNS} FROM platform_keys k JOIN platform_key_versions v ON v.name = k.name AND v.version = k.current_version
+       WHERE $1::text IS NULL OR k.name > $1 ORDER BY k.name LIMIT $2`,
+      [page.after ?? null, page.limit],
     );
     return rows;
   }
@@ -49,10 +53,12 @@ export class PlatformKeysStore {
     return rows[0];
   }
 
-  async versions(name: string): Promise<VersionRow[]> {
+  /** A key's versions, newest first, before `page.after` (a version). */
+  async versions(name: string, page: PageRequest<number>): Promise<VersionRow[]> {
     const { rows } = await this.pool.query<VersionRow>(
-      'SELECT name, version, fingerprint, last4, kid, expires_at, created_by, created_at FROM platform_key_versions WHERE name = $1 ORDER BY version DESC',
-      [name],
+      `SELECT name, version, fingerprint, last4, kid, expires_at, created_by, created_at FROM platform_key_versions
+       WHERE name = $1 AND ($2::int IS NULL OR version < $2) ORDER BY version DESC LIMIT $3`,
+      [name, page.after ?? null, page.limit],
     );
     return rows;
   }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
 import { httpUrl, name, parse } from '../../http/validate';
 import { ValidationFailed } from '../../http/errors';
+import { cursorParam, limitParam, toPage } from '../../http/paging';
 import type { ProvidersService } from './providers-service';
 
 const base = '/api/v1/admin/providers';
@@ -13,13 +14,18 @@ export const providerBody = z.strictObject({
   active: z.boolean({ error: 'must be true or false' }).optional(),
 });
 
+const listQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(name()).optional() });
+
 export function registerProviderRoutes(table: RouteTable, svc: ProvidersService): void {
   const slugOf = (p: Record<string, unknown>): string => {
     const slug = parse(name(), p.slug, 'slug');
     if (slug === 'health') throw new ValidationFailed([{ field: 'slug', rule: 'health is reserved' }]);
     return slug;
   };
-  table.add({ method: 'get', path: base, access: 'viewer', tag: 'providers', summary: 'List providers', handler: async () => ({ items: await svc.list() }) });
+  table.add({
+    method: 'get', path: base, access: 'viewer', tag: 'providers', summary: 'List providers by slug; paged (?limit=1..1000, ?cursor=)', query: listQuery,
+    handler: async (_req, _res, _ctx, q) => toPage(await svc.list({ limit: q.limit, after: q.cursor })),
+  });
   table.add({
     method: 'get', path: `${base}/:slug`, access: 'viewer', tag: 'providers', summary: 'One provider', responses: { 404: 'Not found' },
     handler: async (req) => svc.get(slugOf(req.params)),

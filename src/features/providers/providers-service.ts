@@ -6,6 +6,7 @@ import type { RequestContext } from '../../http/principal';
 import { isReservedKey } from '../../key-rules';
 import { appendAudit } from '../audit/audit-store';
 import type { DestinationsService } from '../destinations/destinations-service';
+import { pageOf, type PageRequest } from '../../http/paging';
 
 export interface ProviderInput {
   kind: string;
@@ -60,8 +61,11 @@ export class ProvidersService {
     private readonly destinations: DestinationsService,
   ) {}
 
-  async list(): Promise<ProviderView[]> {
-    return (await this.pool.query<Row>(`${SELECT} ORDER BY p.slug`)).rows.map(view);
+  /** One page of providers by slug; `next` is the slug to continue after. */
+  async list(page: PageRequest<string>): Promise<{ items: ProviderView[]; next: string | undefined }> {
+    const { rows } = await this.pool.query<Row>(`${SELECT} WHERE $1::text IS NULL OR p.slug > $1 ORDER BY p.slug LIMIT $2`, [page.after ?? null, page.limit + 1]);
+    const p = pageOf(rows, page.limit, (r) => r.slug);
+    return { items: p.items.map(view), next: p.next };
   }
 
   async get(slug: string): Promise<ProviderView> {

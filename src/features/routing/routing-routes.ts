@@ -7,10 +7,19 @@ import { appendAudit } from '../audit/audit-store';
 
 const modelRef = () => z.string({ error: 'must be a model name' }).regex(/^[\x21-\x7e]{1,200}$/, { error: 'must be a model name (1 to 200 printable characters, no spaces)' });
 
+/** Entries of aliases, and of fallbacks: the routing document is rendered whole into config.yaml. */
+export const ROUTING_ENTRIES = 1000;
+const atMost = (v: Record<string, unknown>, ctx: z.RefinementCtx): void => {
+  if (Object.keys(v).length > ROUTING_ENTRIES) ctx.addIssue({ code: 'custom', message: `must have at most ${ROUTING_ENTRIES} entries` });
+};
+
 export const routingBody = z
   .strictObject({
-    aliases: z.record(modelRef(), modelRef(), { error: 'must be an object of alias -> model name' }).default({}),
-    fallbacks: z.record(modelRef(), z.array(modelRef(), { error: 'must be a list of model names' }).max(20, { error: 'must list at most 20 fallbacks' }), { error: 'must be an object of model -> [fallback models]' }).default({}),
+    aliases: z.record(modelRef(), modelRef(), { error: 'must be an object of alias -> model name' }).superRefine(atMost).default({}),
+    fallbacks: z
+      .record(modelRef(), z.array(modelRef(), { error: 'must be a list of model names' }).max(20, { error: 'must list at most 20 fallbacks' }), { error: 'must be an object of model -> [fallback models]' })
+      .superRefine(atMost)
+      .default({}),
   })
   .superRefine(
     (b, ctx) => {

@@ -3,7 +3,9 @@ import { z } from 'zod';
 import { withTransaction, type Pool } from '../../db/pool';
 import { AppError } from '../../http/errors';
 import type { RouteTable } from '../../http/route-table';
-import { parse } from '../../http/validate';
+import { parse, queryInt } from '../../http/validate';
+import { cursorParam, encodeCursor, limitParam } from '../../http/paging';
+import { ValidationFailed } from '../../http/errors';
 import type { SyncOutcome, Syncer } from '../../sync/syncer';
 import { appendAudit } from '../audit/audit-store';
 
@@ -19,8 +21,10 @@ const syncBody = z.strictObject({
 });
 
 const revisionsQuery = z.strictObject({
-  limit: z.coerce.number({ error: 'must be a number' }).int().min(1, { error: 'must be 1 to 500' }).max(500, { error: 'must be 1 to 500' }).default(50),
-  before: z.coerce.number({ error: 'must be a number' }).int().positive({ error: 'must be a revision number' }).optional(),
+  limit: limitParam(),
+  cursor: cursorParam(z.number().int().positive()).optional(),
+  // The older way to page, kept: ?before=<revision> with next_before.
+  before: queryInt(1, Number.MAX_SAFE_INTEGER, 'must be a revision number').optional(),
 });
 
 function outcomeView(o: Exclude<SyncOutcome, { status: 'failed' }>): Record<string, unknown> {
@@ -103,12 +107,14 @@ export function registerSyncRoutes(table: RouteTable, deps: SyncRouteDeps): void
     path: '/api/v1/admin/sync/revisions',
     access: 'viewer',
     tag: 'sync',
-    summary: 'Revisions, newest first (?limit=1..500, ?before=<revision> for the next page)',
-    handler: async (req: Request) => {
-      const q = parse(revisionsQuery, { ...req.query }, 'query');
-      const items = await syncer.revisions(q);
-      const last = items[items.length - 1];
-      return { items, next_before: items.length === q.limit && last ? last.revision : null };
+    summary: 'Revisions, newest first; paged (?limit=1..1000, ?cursor=, or ?before=<revision> with next_before)',
+    query: revisionsQuery,
+    handler: async (_req, _res, _ctx, q) => {
+      if (q.cursor !== undefined && q.before !== undefined) throw new ValidationFailed([{ field: 'query.before', rule: 'must not be given with cursor' }]);
+      const rows = await syncer.revisions({ limit: q.limit + 1, before: q.cursor ?? q.before });
+      const items = rows.slice(0, q.limit);
+      const last = rows.length > q.limit ? items[items.length - 1]!.revision : null;
+      return { items, next_cursor: last === null ? null : encodeCursor(last), next_before: last };
     },
   });
 }

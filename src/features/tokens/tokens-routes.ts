@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
 import { parse } from '../../http/validate';
+import { cursorParam, limitParam, toPage } from '../../http/paging';
 import type { TokensStore } from './tokens-store';
 
 export const tokenBody = z.strictObject({
@@ -9,10 +10,14 @@ export const tokenBody = z.strictObject({
 });
 
 const TOKEN_ID = z.uuid({ error: 'must be a token id (UUID)' });
+const listQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(z.tuple([z.number().int(), z.uuid()])).optional() });
 
 export function registerTokenRoutes(table: RouteTable, store: TokensStore): void {
   const base = '/api/v1/admin/tokens';
-  table.add({ method: 'get', path: base, access: 'admin', tag: 'tokens', summary: 'List API tokens (never the token itself)', handler: async () => ({ items: await store.list() }) });
+  table.add({
+    method: 'get', path: base, access: 'admin', tag: 'tokens', summary: 'List API tokens (never the token itself), oldest first; paged (?limit=1..1000, ?cursor=)', query: listQuery,
+    handler: async (_req, _res, _ctx, q) => toPage(await store.list({ limit: q.limit, after: q.cursor })),
+  });
   table.add({
     method: 'post', path: base, access: 'admin', tag: 'tokens', body: tokenBody, summary: 'Create an API token; the token is shown once', responses: { 201: 'Created' },
     handler: async (req, res, ctx) => {

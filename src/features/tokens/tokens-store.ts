@@ -4,6 +4,10 @@ import { withTransaction } from '../../db/pool';
 import type { Role } from '../../http/principal';
 import { appendAudit } from '../audit/audit-store';
 import { NotFound } from '../../http/errors';
+import { pageOf, type PageRequest } from '../../http/paging';
+
+/** The sort key a page of tokens continues after: created_at in microseconds since 1970 (exact: below 2^53), id. */
+export type TokenCursor = [number, string];
 
 export interface TokenRow {
   id: string;
@@ -51,8 +55,17 @@ export class TokensStore {
     return row;
   }
 
-  async list(): Promise<TokenRow[]> {
-    return (await this.pool.query<TokenRow>('SELECT id, name, role, created_by, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY created_at')).rows;
+  /** One page of tokens, oldest first (created_at in whole microseconds: a JS Date would drop them). */
+  async list(page: PageRequest<TokenCursor>): Promise<{ items: TokenRow[]; next: TokenCursor | undefined }> {
+    const { rows } = await this.pool.query<TokenRow & { created_us: number }>(
+      `SELECT id, name, role, created_by, created_at, last_used_at, revoked_at, (extract(epoch FROM created_at) * 1000000)::bigint AS created_us
+       FROM api_tokens
+       WHERE $1::bigint IS NULL OR (created_at, id) > ('epoch'::timestamptz + $1::bigint * interval '1 microsecond', $2::uuid)
+       ORDER BY created_at, id LIMIT $3`,
+      [page.after?.[0] ?? null, page.after?.[1] ?? null, page.limit + 1],
+    );
+    const p = pageOf(rows, page.limit, (r): TokenCursor => [r.created_us, r.id]);
+    return { items: p.items.map(({ created_us: _us, ...row }) => row), next: p.next };
   }
 
   async revoke(id: string, actor: string, requestId?: string): Promise<TokenRow> {
