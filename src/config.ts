@@ -6,7 +6,7 @@ import YAML from 'yaml';
 import cron from 'node-cron';
 import proxyaddr from 'proxy-addr';
 import { parseDuration } from './duration';
-import { displayUrl } from './url';
+import { displayUrl, trimSlashes } from './url';
 
 export type ReloadKind = 'none' | 'command' | 'docker' | 'litellm-api';
 export type DockerMode = 'restart' | 'recreate';
@@ -99,7 +99,7 @@ function url(raw: string, env: string): string {
   } catch {
     throw new ConfigError(env, 'is not an http(s) URL');
   }
-  return raw.replace(/\/+$/, '');
+  return trimSlashes(raw);
 }
 
 export function parseListen(raw: string, env = 'KEYPLANE_LISTEN'): { host: string; port: number } {

@@ -18,3 +18,4 @@ export function trimSlashes(s: string): string {
   while (end > 0 && s.charCodeAt(end - 1) === 47) end--;
   return s.slice(0, end);
 }
+

@@ -18,9 +18,6 @@ const SRC = path.resolve(__dirname, '..', 'src');
  * its fix is merged.
  */
 const KNOWN_ELSEWHERE: Array<{ file: string; source: string }> = [
-  { file: 'config.ts', source: '\\/+$' },
-  { file: 'health/probes.ts', source: '\\/+$' },
-  { file: 'litellm/client.ts', source: '\\/+$' },
   { file: 'reload/liveliness.ts', source: '\\/+$' },
   { file: 'sync/masking.ts', source: '([a-z][a-z0-9+.-]*:\\/\\/[^\\s:@/"]+:)([^\\s@/"]+)@' },
 ];

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import { KIND_DEFAULTS, type ProbeStyle } from '../destinations';
+import { trimSlashes } from '../url';
 import https from 'node:https';
 import { performance } from 'node:perf_hooks';
 
@@ -81,7 +82,8 @@ export interface ProbeRequest {
  */
 export function buildProbeRequest(kind: string, apiBase: string | null, apiKey: string): ProbeRequest | undefined {
   const known = DEFAULT_API_BASES[kind];
-  const base = (apiBase ?? known?.base)?.replace(/\/+$/, '');
+  const given = apiBase ?? known?.base;
+  const base = given === undefined ? undefined : trimSlashes(given);
   if (!base) return undefined;
   const style: Style = STYLE_OF_KIND[kind] ?? known?.style ?? 'openai';
   const bearer = { authorization: `Bearer ${apiKey}` };
@@ -119,7 +121,7 @@ export async function probeProvider(target: ProbeTarget, opts: ProbeOptions): Pr
 /** LiteLLM itself: liveliness says the process answers, readiness says it can serve (its DB, cache). */
 export async function probeLitellm(url: string, opts: ProbeOptions & { degradedMs?: number }): Promise<LitellmObservation> {
   const now = opts.now ?? (() => new Date());
-  const base = url.replace(/\/+$/, '');
+  const base = trimSlashes(url);
   const [live, ready] = await Promise.all([
     httpGet({ url: `${base}/health/liveliness`, headers: {} }, opts),
     httpGet({ url: `${base}/health/readiness`, headers: {} }, opts),

@@ -1,3 +1,4 @@
+import { trimSlashes } from '../url';
 import { displayUrl } from '../url';
 /**
  * A typed client for LiteLLM's HTTP API: health, credentials and database models.
@@ -95,7 +96,7 @@ export class LitellmClient {
   private readonly timeoutMs: number;
 
   constructor(opts: LitellmClientOptions) {
-    this.base = opts.url.replace(/\/+$/, '');
+    this.base = trimSlashes(opts.url);
     this.url = displayUrl(this.base);
     this.masterKey = opts.masterKey;
     this.timeoutMs = opts.timeoutMs ?? 10_000;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { MASTER_KEY_ENV, MASTER_KEY_NAME } from '../key-rules';
 import { scrubSecrets } from '../secret-params';
+import { trimSlashes } from '../url';
 import type { BaseConfig } from './base-config';
 import type { DesiredKey, DesiredModel, DesiredProvider, DesiredState } from './desired-state';
 import { eligibility, holdsSecret, type KeyWarning, type SkippedDeployment } from './eligibility';
@@ -70,12 +71,6 @@ const ENV_HEADER = '# Rendered by keyplane: one VAR=value line per platform key.
 
 export const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
-/** Without trailing slashes (a loop: `/\/+$/` backtracks quadratically on a run of slashes). */
-export function trimSlash(u: string): string {
-  let end = u.length;
-  while (end > 0 && u.charCodeAt(end - 1) === 47) end--;
-  return u.slice(0, end);
-}
 
 /** JSON values with every mapping's keys sorted, so the same data always gives the same bytes. */
 function canonical(value: unknown): unknown {
@@ -95,7 +90,7 @@ function apiBaseFor(model: DesiredModel, provider: DesiredProvider): string | un
   if (model.apiBase) return model.apiBase;
   if (!provider.apiBase) return undefined;
   const def = DEFAULT_API_BASES[provider.kind];
-  return def !== undefined && trimSlash(def) === trimSlash(provider.apiBase) ? undefined : provider.apiBase;
+  return def !== undefined && trimSlashes(def) === trimSlashes(provider.apiBase) ? undefined : provider.apiBase;
 }
 
 function deployment(model: DesiredModel, provider: DesiredProvider, key: DesiredKey, warnings: RenderWarning[]): Record<string, unknown> {
@@ -108,7 +103,7 @@ function deployment(model: DesiredModel, provider: DesiredProvider, key: Desired
   // A secret reaches LiteLLM only as a reference; a literal one is never written.
   const dropped: string[] = [];
   const passthrough = scrubSecrets(canonical(model.litellmParams), dropped) as Record<string, unknown>;
-  for (const [k, v] of Object.entries(passthrough)) if (!(k in params)) params[k] = v;
+  for (const [k, v] of Object.entries(passthrough)) if (!Object.hasOwn(params, k)) params[k] = v;
   const entry: Record<string, unknown> = { model_name: model.modelName, litellm_params: params };
   const info = scrubSecrets(canonical(model.modelInfo ?? {}), dropped, 'model_info') as Record<string, unknown>;
   if (Object.keys(info).length) entry.model_info = info;
