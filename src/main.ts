@@ -155,7 +155,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
         log,
         secrets,
         events,
-        reload: (req) => queue.submit(req),
+        reload: (req, wish) => queue.submit(req, wish),
         reloadStatus: () => queue.status(),
         registry: metrics.registry,
         digest: (text) => fingerprints.of(text),

@@ -74,7 +74,7 @@ export function registerSyncRoutes(table: RouteTable, deps: SyncRouteDeps): void
       const outcome = await syncer.syncNow({ forceReload: body.force_reload });
       if (outcome.status === 'failed') {
         const f = outcome.failure;
-        throw new AppError(f.stage === 'state' ? 503 : 422, 'render-failed', 'Render failed', `${f.stage}: ${f.message}; the live files are unchanged`, {
+        throw new AppError(f.stage === 'state' || f.stage === 'record' ? 503 : 422, 'render-failed', 'Render failed', `${f.stage}: ${f.message}; the live files are unchanged`, {
           stage: f.stage,
           ...(f.stderrTail !== undefined ? { stderr_tail: f.stderrTail } : {}),
         });
