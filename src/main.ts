@@ -145,7 +145,8 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     let sync: SyncRuntime | undefined;
     let prober: Prober | undefined;
     if (runtime) {
-      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets }), pool, log, alerter, emitter: events, secrets });
+      // Only the leader reloads; one that lost the lead leaves the rest to the new leader.
+      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets }), pool, log, alerter, emitter: events, secrets, isLeader: () => sync?.leader.isLeader ?? true });
       const queue = reloads;
       stoppers.push({ name: 'reload-queue', stop: () => queue.stop() });
       sync = createSyncRuntime(settings, {

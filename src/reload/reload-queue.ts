@@ -31,6 +31,11 @@ export interface ReloadQueueOptions {
   backoffMs?: number;
   /** How many runs the table keeps (1,000). */
   keepRuns?: number;
+  /**
+   * Whether this instance leads. One that lost the lead starts no further try: the new leader
+   * reloads, from the wish in the database. Default: always.
+   */
+  isLeader?: () => boolean;
 }
 
 /**
@@ -141,6 +146,10 @@ export class ReloadQueue {
       while (this.pending && !this.stopped) {
         const { req, wish } = this.pending;
         this.pending = undefined;
+        if (!this.leads()) {
+          this.log.info('not reloading: this instance no longer leads; the new leader reloads', { revision: req.revision });
+          continue;
+        }
         this.current = wish;
         try {
           await this.runWithRetries(req, wish);
@@ -156,7 +165,7 @@ export class ReloadQueue {
   }
 
   private async runWithRetries(req: ReloadRequest, wish: ReloadWish | undefined): Promise<void> {
-    const superseded = (): boolean => this.pending !== undefined || this.stopped;
+    const superseded = (): boolean => this.pending !== undefined || this.stopped || !this.leads();
     const files = new FileRollback(req, superseded, this.log);
     for (let attempt = 1; ; attempt++) {
       if (attempt > 1) {
@@ -229,6 +238,10 @@ export class ReloadQueue {
       this.log.warn('could not record the reload run', { revision: req.revision, err });
     }
     return masked;
+  }
+
+  private leads(): boolean {
+    return this.opts.isLeader ? this.opts.isLeader() : true;
   }
 
   private async markDone(generation: number): Promise<void> {
