@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { withRetry, type Pool } from '../db/pool';
+import { withRetry, type Pool, type PoolClient } from '../db/pool';
 import { HOLDS_LEADER_LOCK, LostLeadError } from './leader';
 import type { RenderFailure, RenderResult } from './sync-events';
 
@@ -58,6 +58,24 @@ const lease = (fenced: boolean): string => (fenced ? HOLDS_LEADER_LOCK : 'true')
 const RAISE_WISH = (fenced: boolean, authParam: string): string =>
   `UPDATE sync_state SET reload_wanted = reload_wanted + 1, reload_wanted_at = now(), auth_required = auth_required OR ${authParam}, updated_at = now()
    WHERE id = 1 AND ${lease(fenced)} RETURNING reload_wanted`;
+
+/**
+ * Claims the one forced reload allowed per `intervalS` for the whole deployment, in the caller's
+ * transaction. Returns 0 when claimed, else the seconds until the next one is allowed.
+ */
+export async function claimForcedReload(c: PoolClient, intervalS: number): Promise<number> {
+  const { rows } = await c.query<{ claimed: boolean; wait_s: number }>(
+    `WITH claim AS (
+       UPDATE sync_state SET forced_reload_at = now()
+       WHERE id = 1 AND (forced_reload_at IS NULL OR forced_reload_at <= now() - make_interval(secs => $1))
+       RETURNING 1)
+     SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
+       greatest(1, ceil(extract(epoch FROM forced_reload_at + make_interval(secs => $1) - now())))::int AS wait_s
+     FROM sync_state WHERE id = 1`,
+    [intervalS],
+  );
+  return rows[0]?.claimed ? 0 : (rows[0]?.wait_s ?? intervalS);
+}
 
 /** The SQL of the sync stage: revisions, the durable reload wish, the render status. */
 export class SyncStore {

@@ -16,6 +16,7 @@ import { Quiescence, type SyncWait } from './quiescence';
 import { sha256, type Rendered } from './renderer';
 import type { FailureStage, RenderFailure, RenderResult, SyncEvents, Trigger } from './sync-events';
 import { SyncStore, type Query, type ReloadWishRow, type RevisionView } from './sync-store';
+import { packState } from './sync-tasks';
 import { SyncWorker } from './sync-worker';
 import { FORCE_RELOAD_OP, SYNC_CHANNEL } from './watcher';
 import { AtomicWriter, CONFIG_FILE, ENV_FILE, FILE_MODES, type PreviousFiles, type StagedFile } from './writer';
@@ -300,7 +301,7 @@ export class Syncer {
     }
     let out;
     try {
-      out = await this.worker.run('render', { state, base, modelsInConfig: this.opts.modelsInConfig });
+      out = await this.worker.run('render', { state: await packState(state), base, modelsInConfig: this.opts.modelsInConfig });
     } catch (err) {
       throw new StageError('render', `rendering failed: ${(err as Error).message}`);
     }
