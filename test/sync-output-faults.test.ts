@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { PlatformKeysService } from '../src/features/platform-keys/platform-keys-service';
@@ -69,6 +69,32 @@ describe('output directory faults on a real filesystem', () => {
     expect(await inst.runtime.syncer.syncNow()).toMatchObject({ status: 'changed', result: { changedFiles: ['litellm.env'] } });
     expect(envLine(live().env, 'OPENAI_API_KEY')).toBe(value);
     expect((await inst.runtime.syncer.status()).last_render).toMatchObject({ status: 'changed', error: null });
+  });
+
+  it('a swap that fails after the revision was recorded: the revision and its wish to reload are dropped again', async () => {
+    const wish = async () => (await db.pool.query('SELECT reload_wanted FROM sync_state WHERE id = 1')).rows[0].reload_wanted as number;
+    const revisions = async () => (await db.pool.query('SELECT revision FROM sync_revisions ORDER BY revision')).rows.map((r) => Number(r.revision));
+    const [wishBefore, revsBefore] = [await wish(), await revisions()];
+    // A mount point where litellm.env is: it reads and stages fine, but nothing can be renamed over it.
+    const pinned = path.join(inst.dir, 'pinned.env');
+    writeFileSync(pinned, live().env);
+    execFileSync('mount', ['--bind', pinned, path.join(mnt, 'litellm.env')]);
+    let message: string;
+    try {
+      ({ message } = await failedRender());
+      expect(live().env).toBe(readFileSync(pinned, 'utf8'));
+    } finally {
+      execFileSync('umount', [path.join(mnt, 'litellm.env')]);
+    }
+    expect(message).toMatch(/^writing the files failed: EBUSY/);
+    expect(await revisions()).toEqual(revsBefore);
+    expect(await wish()).toBe(wishBefore);
+    expect(readdirSync(mnt).sort()).toEqual(['config.yaml', 'litellm.env']);
+    const next = await inst.runtime.syncer.syncNow();
+    expect(next).toMatchObject({ status: 'changed' });
+    // The dropped revision had taken its number before the swap was tried.
+    expect(await revisions()).toEqual([...revsBefore, revsBefore[revsBefore.length - 1]! + 2]);
+    expect(await wish()).toBe(wishBefore + 1);
   });
 
   it('a read-only filesystem: the same, and writing resumes once it is writable again', async () => {

@@ -177,8 +177,9 @@ export class ReloadQueue {
       }
       const result = await this.attempt(files.request, attempt);
       if (result.status !== 'failed') {
-        // `skipped` by a reloader that has targets (no container running) leaves the wish open.
-        if (wish && (result.status === 'ok' || this.kind === 'none')) await this.markDone(wish.generation);
+        // `skipped` is done too: `none` leaves reloading to others, and Docker says `skipped` only when
+        // every container is stopped and was given the new files or env for its next start.
+        if (wish) await this.markDone(wish.generation);
         this.opts.emitter?.emit('reload:done', { revision: req.revision, attempts: attempt, result });
         return;
       }
