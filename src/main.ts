@@ -34,7 +34,7 @@ import { createReloader } from './reload/reloader-factory';
 import { loadDesiredState } from './sync/desired-state';
 import type { SyncEvents } from './sync/sync-events';
 import { createSyncRuntime, type SyncRuntime } from './sync/sync-runtime';
-import { renderOnce } from './sync/syncer';
+import { renderOnce } from './sync/render-once';
 import { registerSyncRoutes } from './features/sync/sync-routes';
 import { HealthStore } from './health/health-store';
 import { createKeyValidator } from './health/key-validator';

@@ -2,24 +2,26 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import client from 'prom-client';
 import type { Settings } from '../config';
-import { SafeEmitter } from '../events';
+import type { SafeEmitter } from '../events';
 import { withRetry, type Pool } from '../db/pool';
 import type { Logger, SecretRegistry } from '../log';
 import type { ReloadWish } from '../reload/reload-queue';
 import type { ReloadRequest } from '../reload/reloader';
 import { BaseConfigError, parseBaseConfig, type BaseConfig } from './base-config';
-import { runCheckCommand, type CheckResult } from './check';
 import type { DesiredState } from './desired-state';
-import { LostLeadError, readLeader, SYNC_LEADER_LOCK, type LeaderInfo } from './leader';
+import { LostLeadError } from './leader';
 import { maskValues } from './masking';
 import { Quiescence, type SyncWait } from './quiescence';
 import { sha256, type Rendered } from './renderer';
-import type { FailureStage, RenderFailure, RenderResult, SyncEvents, Trigger } from './sync-events';
+import type { RenderFailure, RenderResult, SyncEvents, Trigger } from './sync-events';
+import { RevisionWriter, type Written } from './revision-writer';
+import { StageError } from './stage-error';
+import { syncStatus } from './sync-status';
 import { SyncStore, type Query, type ReloadWishRow, type RevisionView } from './sync-store';
 import { packState } from './sync-tasks';
 import { SyncWorker } from './sync-worker';
 import { FORCE_RELOAD_OP, SYNC_CHANNEL } from './watcher';
-import { AtomicWriter, CONFIG_FILE, ENV_FILE, FILE_MODES, type PreviousFiles, type StagedFile } from './writer';
+import { AtomicWriter, CONFIG_FILE, ENV_FILE, type PreviousFiles } from './writer';
 
 export type { RevisionView } from './sync-store';
 
@@ -83,25 +85,10 @@ export interface SyncPreview {
 
 const FILES = [CONFIG_FILE, ENV_FILE] as const;
 
-/** A render that will not be written: the stage that stopped it, and a message fit to show. */
-class StageError extends Error {
-  constructor(readonly stage: FailureStage, message: string, readonly stderrTail?: string) {
-    super(message);
-  }
-}
-
 interface LastRender {
   state: DesiredState;
   rendered: Rendered;
   revision: number | null;
-}
-
-/** What a render put on disk: its recorded revision and durable wish, and the bytes it replaced. */
-interface Written {
-  revision: number;
-  changedKeys: string[];
-  generation: number;
-  previous: PreviousFiles;
 }
 
 type Deferred = { triggers: Set<string>; promise: Promise<SyncOutcome>; resolve: (o: SyncOutcome) => void };
@@ -140,15 +127,29 @@ export class Syncer {
   private readonly metrics?: { renders: client.Counter<string>; duration: client.Histogram<string>; revision: client.Gauge<string>; skipped: client.Gauge<string> };
 
   private readonly digest: (text: string) => string;
-  private readonly leaderQuery: Query;
+  private readonly revisionWriter: RevisionWriter;
 
   constructor(private readonly opts: SyncerOptions) {
     this.writer = new AtomicWriter(opts.outputDir);
     this.store = new SyncStore(opts.pool);
     this.worker = opts.worker ?? new SyncWorker();
-    this.leaderQuery = opts.leaderQuery ?? ((text, values) => opts.pool.query(text, values));
     const key = randomBytes(32);
     this.digest = opts.digest ?? ((text) => `hmac-sha256:${createHmac('sha256', key).update(text).digest('hex').slice(0, 32)}`);
+    this.revisionWriter = new RevisionWriter({
+      writer: this.writer,
+      store: this.store,
+      worker: this.worker,
+      leaderQuery: opts.leaderQuery ?? ((text, values) => opts.pool.query(text, values)),
+      fenced: opts.leaderQuery !== undefined,
+      isLeader: () => this.isLeader(),
+      outputDir: opts.outputDir,
+      instanceId: opts.instanceId,
+      checkCommand: opts.checkCommand,
+      checkTimeoutMs: opts.checkTimeoutMs,
+      digest: this.digest,
+      mask: (text, env) => this.mask(text, env),
+      log: opts.log,
+    });
     this.quiescence = new Quiescence(opts.wait, () => {
       const trigger = [...this.nudgeTriggers].join('+');
       this.nudgeTriggers.clear();
@@ -319,7 +320,6 @@ export class Syncer {
       env = rendered.env;
       // The values in use stay in the bounded registry while replaced ones age out of it.
       for (const v of Object.values(rendered.env)) this.opts.secrets.add(v);
-      const wanted: Record<string, string> = { [CONFIG_FILE]: rendered.configYaml, [ENV_FILE]: rendered.envFile };
       const wantedSha: Record<string, string> = { [CONFIG_FILE]: rendered.configSha256, [ENV_FILE]: rendered.envSha256 };
 
       const drift: string[] = [];
@@ -341,10 +341,10 @@ export class Syncer {
       let written: Written | undefined;
       let generation: number | undefined;
       if (changedFiles.length) {
-        written = await this.checkAndWrite(rendered, changedFiles, wanted, trigger);
+        written = await this.revisionWriter.write(rendered, changedFiles, trigger);
         generation = written.generation;
       } else if (apiChanged) {
-        generation = await this.raiseWish(rendered.usesMasterKey);
+        generation = await this.revisionWriter.raiseWish(rendered.usesMasterKey);
       }
       for (const name of FILES) this.known.set(name, new Set([wantedSha[name]!]));
 
@@ -418,82 +418,6 @@ export class Syncer {
     this.handToReload(this.reloadRequest(revision, last, [], result, new Map()), { generation: wish.wanted, resumed: true });
   }
 
-  private async raiseWish(usesMasterKey: boolean): Promise<number> {
-    if (!this.isLeader()) throw new LostLeadError('not the leader');
-    try {
-      return await this.store.raiseWish(this.leaderQuery, this.opts.leaderQuery !== undefined, usesMasterKey);
-    } catch (err) {
-      if (err instanceof LostLeadError) throw err;
-      throw new StageError('record', `recording the wish to reload failed: ${(err as Error).message}`);
-    }
-  }
-
-  /**
-   * Validates, stages, runs the check command, records the revision (and the wish to reload) on the
-   * leader's session, then swaps the changed files in. Nothing is swapped on a failure; a revision
-   * recorded for a swap that then fails is dropped again.
-   */
-  private async checkAndWrite(rendered: Rendered, changedFiles: string[], wanted: Record<string, string>, trigger: string): Promise<Written> {
-    // An unchanged config.yaml passed this check when it was written; parsing it again only adds latency.
-    let valid: CheckResult;
-    try {
-      valid = await this.worker.run('check', { configText: changedFiles.includes(CONFIG_FILE) ? rendered.configYaml : undefined, envText: rendered.envFile, env: rendered.env });
-    } catch (err) {
-      throw new StageError('check', `checking the staged files failed: ${(err as Error).message}`);
-    }
-    if (!valid.ok) throw new StageError('check', valid.message);
-    const staged: StagedFile[] = [];
-    try {
-      for (const name of changedFiles) staged.push(await this.writer.stage(name, wanted[name]!, FILE_MODES[name]!));
-    } catch (err) {
-      await this.writer.discard(staged);
-      throw new StageError('write', `staging the files failed: ${(err as Error).message}`);
-    }
-    if (this.opts.checkCommand) {
-      const at = (name: string) => staged.find((s) => s.name === name)?.tempPath ?? this.writer.path(name);
-      const checked: CheckResult = await runCheckCommand(
-        this.opts.checkCommand,
-        { configPath: at(CONFIG_FILE), envPath: at(ENV_FILE), outputDir: this.opts.outputDir },
-        { timeoutMs: this.opts.checkTimeoutMs ?? 30_000, mask: (s) => this.mask(s, rendered.env) },
-      );
-      if (!checked.ok) {
-        await this.writer.discard(staged);
-        throw new StageError('check', checked.message, checked.stderrTail);
-      }
-    }
-    // Recorded before the swap: a crash after this point leaves files that are this revision or the
-    // one before (both recorded), and a wish to reload that the next start acts on. On the leader's
-    // session: a leader that lost it (even without noticing) gets no further than this.
-    let recorded: { revision: number; changedKeys: string[]; generation: number };
-    try {
-      if (!this.isLeader()) throw new LostLeadError('not the leader');
-      recorded = await this.store.recordRevision(this.leaderQuery, this.opts.leaderQuery !== undefined, {
-        configSha256: rendered.configSha256,
-        envDigest: this.digest(rendered.envFile),
-        changedFiles,
-        trigger,
-        keys: rendered.keys,
-        skipped: rendered.skipped,
-        instanceId: this.opts.instanceId,
-        usesMasterKey: rendered.usesMasterKey,
-      });
-    } catch (err) {
-      await this.writer.discard(staged);
-      if (err instanceof LostLeadError) throw err;
-      throw new StageError('record', `recording the revision failed: ${(err as Error).message}`);
-    }
-    let previous: PreviousFiles;
-    try {
-      previous = await this.writer.commit(staged);
-    } catch (err) {
-      await this.store.dropRevision(recorded.revision, recorded.generation).catch((dropErr: Error) =>
-        this.opts.log.warn('could not drop the revision of a failed swap', { revision: recorded.revision, err: dropErr.message }),
-      );
-      throw new StageError('write', `writing the files failed: ${(err as Error).message}`);
-    }
-    return { ...recorded, previous };
-  }
-
   private reloadRequest(revision: number, last: LastRender, changedFiles: string[], result: RenderResult, previous: PreviousFiles): ReloadRequest {
     const shas: Record<string, string> = { [CONFIG_FILE]: result.configSha256, [ENV_FILE]: result.envSha256 };
     return {
@@ -544,51 +468,21 @@ export class Syncer {
   }
 
   /** The sync status: revision, hashes on disk, who leads, the last render and reload, what is pending. */
-  async status(): Promise<Record<string, unknown>> {
-    const [leader, revision, s, lastReload] = await Promise.all([
-      readLeader(this.opts.pool),
-      this.latestRevision(),
-      this.store.statusRow(),
-      Promise.resolve()
-        .then(() => this.opts.reloadStatus?.())
-        .catch((err: Error) => ({ error: this.mask(err.message) })),
-    ]);
-    const files: Record<string, unknown> = {};
-    for (const name of FILES) {
-      const bytes = await this.writer.read(name);
-      const text = bytes?.toString('utf8');
-      files[name] =
-        name === ENV_FILE
-          ? { path: this.writer.path(name), exists: bytes !== null, digest: text === undefined ? null : this.digest(text) }
-          : { path: this.writer.path(name), exists: bytes !== null, sha256: text === undefined ? null : sha256(text) };
-    }
-    const pending = this.quiescence.pending;
-    const wanted = Number(s.reload_wanted ?? 0);
-    return {
-      instance: this.opts.instanceId,
-      leader: leaderView(leader, this.opts.instanceId, this.isLeader()),
-      revision: revision ?? null,
-      files,
-      last_render: s.last_status
-        ? {
-            status: s.last_status,
-            trigger: s.last_trigger,
-            at: (s.last_attempt_at as Date).toISOString(),
-            duration_ms: s.last_duration_ms === null ? null : Math.round(Number(s.last_duration_ms) * 10) / 10,
-            error: s.last_error ?? null,
-          }
-        : null,
-      skipped: s.skipped ?? [],
-      warnings: s.warnings ?? [],
-      pending: {
-        changes: pending.count,
-        since: pending.since ? new Date(pending.since).toISOString() : null,
-        rendering: this.running !== undefined,
-        // A reload wished for (by a render that changed the files) and not finished yet.
-        reload: wanted > Number(s.reload_done ?? 0) ? { generation: wanted, since: s.reload_wanted_at ? (s.reload_wanted_at as Date).toISOString() : null } : null,
-      },
-      last_reload: lastReload ?? null,
-    };
+  status(): Promise<Record<string, unknown>> {
+    return syncStatus({
+      pool: this.opts.pool,
+      store: this.store,
+      writer: this.writer,
+      instanceId: this.opts.instanceId,
+      leadsHere: this.isLeader(),
+      pending: this.quiescence.pending,
+      rendering: this.running !== undefined,
+      digest: this.digest,
+      reloadStatus: () =>
+        Promise.resolve()
+          .then(() => this.opts.reloadStatus?.())
+          .catch((err: Error) => ({ error: this.mask(err.message) })),
+    });
   }
 
   /** What a render would write now, secrets masked, with a diff against the files on disk. Writes nothing. */
@@ -620,35 +514,10 @@ export class Syncer {
   }
 }
 
-function leaderView(leader: LeaderInfo, instance: string, leadsHere: boolean): Record<string, unknown> {
-  return {
-    instance: leader.instance ?? (leadsHere ? instance : null),
-    since: leader.since ? leader.since.toISOString() : null,
-    this_instance: leadsHere,
-  };
-}
 
-export interface RenderOnceDeps {
-  pool: Pool;
-  loadState: () => Promise<DesiredState>;
-  log: Logger;
-  secrets: SecretRegistry;
-  settings: Pick<Settings, 'outputDir' | 'baseConfig' | 'checkCommand' | 'reload' | 'instanceId' | 'reconcileIntervalMs' | 'syncWait'>;
-  reload?: (req: ReloadRequest) => void;
-  digest?: (text: string) => string;
-}
-
-export type RenderOnceResult = { dryRun: true; preview: SyncPreview } | { dryRun: false; outcome: SyncOutcome };
-
-/** Thrown by `keyplane render` when a serving instance leads: two writers must never race. */
-export class LeaderBusyError extends Error {
-  constructor(leader: string | null) {
-    super(`instance ${leader ?? '(unknown)'} leads and renders; ask it with POST /api/v1/admin/sync, or use --dry-run`);
-    this.name = 'LeaderBusyError';
-  }
-}
-
-export function syncerOptions(settings: RenderOnceDeps['settings'], deps: Omit<SyncerOptions, 'outputDir' | 'baseConfig' | 'wait' | 'reconcileIntervalMs' | 'checkCommand' | 'modelsInConfig' | 'instanceId'>): SyncerOptions {
+export function syncerOptions(
+  settings: Pick<Settings, 'outputDir' | 'baseConfig' | 'checkCommand' | 'reload' | 'instanceId' | 'reconcileIntervalMs' | 'syncWait'>,
+  deps: Omit<SyncerOptions, 'outputDir' | 'baseConfig' | 'wait' | 'reconcileIntervalMs' | 'checkCommand' | 'modelsInConfig' | 'instanceId'>): SyncerOptions {
   return {
     ...deps,
     outputDir: settings.outputDir,
@@ -659,50 +528,4 @@ export function syncerOptions(settings: RenderOnceDeps['settings'], deps: Omit<S
     modelsInConfig: settings.reload !== 'litellm-api',
     instanceId: settings.instanceId,
   };
-}
-
-/**
- * `keyplane render [--dry-run]`: with dry run, what would be written (masked) and the diff; else
- * one render, as the leader would do it, while holding the leader lock (refused when an instance
- * already leads).
- */
-export async function renderOnce(deps: RenderOnceDeps, opts: { dryRun: boolean }): Promise<RenderOnceResult> {
-  const make = (leaderQuery?: Query): Syncer =>
-    new Syncer(
-      syncerOptions(deps.settings, {
-        pool: deps.pool,
-        loadState: deps.loadState,
-        log: deps.log,
-        secrets: deps.secrets,
-        events: new SafeEmitter<SyncEvents>(),
-        reload: deps.reload,
-        digest: deps.digest,
-        leaderQuery,
-      }),
-    );
-  // A dry run touches nothing on disk, not even a missing output directory.
-  if (opts.dryRun) {
-    const syncer = make();
-    try {
-      return { dryRun: true, preview: await syncer.preview() };
-    } finally {
-      await syncer.stop();
-    }
-  }
-  const conn = await deps.pool.connect();
-  try {
-    const { rows } = await conn.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [SYNC_LEADER_LOCK]);
-    if (!rows[0]?.ok) throw new LeaderBusyError((await readLeader(deps.pool)).instance);
-    // The revision is recorded on the session that holds the lock, as a serving leader does it.
-    const syncer = make((text, values) => conn.query(text, values));
-    try {
-      await syncer.prepare();
-      return { dryRun: false, outcome: await syncer.request('cli') };
-    } finally {
-      await syncer.stop();
-      await conn.query('SELECT pg_advisory_unlock($1)', [SYNC_LEADER_LOCK]);
-    }
-  } finally {
-    conn.release();
-  }
 }
