@@ -15,12 +15,19 @@ export const SECRET_REGISTRY_MAX = 4096;
  */
 export class SecretRegistry {
   private readonly values = new Set<string>();
+  /** Values that never age out: keyplane's own settings, used for its whole life. */
+  private readonly pinned = new Set<string>();
 
   constructor(private readonly max = SECRET_REGISTRY_MAX) {}
 
+  /** Adds a value that stays for good (outside the bound): a setting such as the admin token. */
+  pin(value: string): void {
+    if (value.length >= 8) this.pinned.add(value);
+  }
+
   add(value: string): void {
     // Very short values would redact ordinary words; keys are at least 8 characters.
-    if (value.length < 8) return;
+    if (value.length < 8 || this.pinned.has(value)) return;
     // A Set iterates in insertion order: deleting and adding again makes the value the newest.
     this.values.delete(value);
     this.values.add(value);
@@ -28,14 +35,15 @@ export class SecretRegistry {
   }
 
   mask(text: string): string {
-    return maskValues(text, this.values);
+    return maskValues(maskValues(text, this.pinned), this.values);
   }
 
   /** The values as they are now, to mask with elsewhere (a worker thread). */
   snapshot(): string[] {
-    return [...this.values];
+    return [...this.pinned, ...this.values];
   }
 
+  /** How many values age out as others are added (pinned ones not counted). */
   get size(): number {
     return this.values.size;
   }

@@ -116,7 +116,7 @@ export async function stopAll(stoppers: Stopper[], log: Logger): Promise<void> {
 
 export async function createKeyplane(settings: Settings, opts: BuildOptions = {}): Promise<Keyplane> {
   const secrets = new SecretRegistry();
-  for (const s of [settings.adminToken, settings.jwtSecret, settings.litellmMasterKey]) if (s) secrets.add(s);
+  for (const s of [settings.adminToken, settings.jwtSecret, settings.litellmMasterKey]) if (s) secrets.pin(s);
   const log = createLogger({ level: settings.logLevel, secrets, stream: opts.logStream });
   const stoppers: Stopper[] = [];
   try {

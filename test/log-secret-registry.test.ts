@@ -16,6 +16,16 @@ describe('the secret registry is bounded', () => {
     expect(r.size).toBe(3);
   });
 
+  it('keeps pinned values (keyplane\'s own settings) whatever is added after them', () => {
+    const r = new SecretRegistry(2);
+    r.pin('adm_bootstrap-token-1');
+    for (let i = 0; i < 100; i++) r.add(`rotated-value-${i}`);
+    r.add('adm_bootstrap-token-1');
+    expect(r.size).toBe(2);
+    expect(r.mask('Bearer adm_bootstrap-token-1 and rotated-value-99')).toBe('Bearer [REDACTED] and [REDACTED]');
+    expect(r.snapshot()).toContain('adm_bootstrap-token-1');
+  });
+
   describe('through many rotations', () => {
     let db: TestDatabase;
     beforeAll(async () => {
