@@ -2,22 +2,48 @@ import winston from 'winston';
 
 export type Logger = winston.Logger;
 
+/** How many values a SecretRegistry keeps by default: far more than the keys in use at once. */
+export const SECRET_REGISTRY_MAX = 4096;
+
 /**
  * Values that must never appear in a log line. The keyring adds every secret it encrypts or
  * decrypts; the redaction format replaces them wherever they occur in a message or field.
+ *
+ * Bounded, least recently added first out: rotations would otherwise grow it for ever. The values in
+ * use stay fresh because they are added again whenever they are used (each render decrypts and adds
+ * every current key).
  */
 export class SecretRegistry {
   private readonly values = new Set<string>();
+  /** Values that never age out: keyplane's own settings, used for its whole life. */
+  private readonly pinned = new Set<string>();
+
+  constructor(private readonly max = SECRET_REGISTRY_MAX) {}
+
+  /** Adds a value that stays for good (outside the bound): a setting such as the admin token. */
+  pin(value: string): void {
+    if (value.length >= 8) this.pinned.add(value);
+  }
 
   add(value: string): void {
     // Very short values would redact ordinary words; keys are at least 8 characters.
-    if (value.length >= 8) this.values.add(value);
+    if (value.length < 8 || this.pinned.has(value)) return;
+    // A Set iterates in insertion order: deleting and adding again makes the value the newest.
+    this.values.delete(value);
+    this.values.add(value);
+    if (this.values.size > this.max) this.values.delete(this.values.values().next().value as string);
   }
 
   mask(text: string): string {
-    return maskValues(text, this.values);
+    return maskValues(maskValues(text, this.pinned), this.values);
   }
 
+  /** The values as they are now, to mask with elsewhere (a worker thread). */
+  snapshot(): string[] {
+    return [...this.pinned, ...this.values];
+  }
+
+  /** How many values age out as others are added (pinned ones not counted). */
   get size(): number {
     return this.values.size;
   }

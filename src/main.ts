@@ -36,7 +36,7 @@ import { createReloader } from './reload/reloader-factory';
 import { loadDesiredState } from './sync/desired-state';
 import type { SyncEvents } from './sync/sync-events';
 import { createSyncRuntime, type SyncRuntime } from './sync/sync-runtime';
-import { renderOnce } from './sync/syncer';
+import { renderOnce } from './sync/render-once';
 import { loadBaseConfig } from './sync/base-config';
 import { authOffOnPurpose } from './sync/renderer';
 import { registerSyncRoutes } from './features/sync/sync-routes';
@@ -120,7 +120,7 @@ export async function stopAll(stoppers: Stopper[], log: Logger): Promise<void> {
 
 export async function createKeyplane(settings: Settings, opts: BuildOptions = {}): Promise<Keyplane> {
   const secrets = new SecretRegistry();
-  for (const s of [settings.adminToken, settings.jwtSecret, settings.litellmMasterKey]) if (s) secrets.add(s);
+  for (const s of [settings.adminToken, settings.jwtSecret, settings.litellmMasterKey]) if (s) secrets.pin(s);
   const log = createLogger({ level: settings.logLevel, secrets, stream: opts.logStream });
   const stoppers: Stopper[] = [];
   try {
@@ -153,7 +153,8 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     let sync: SyncRuntime | undefined;
     let prober: Prober | undefined;
     if (runtime) {
-      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets, pool, keyring }), pool, log, alerter, emitter: events, secrets });
+      // Only the leader reloads; one that lost the lead leaves the rest to the new leader.
+      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets, pool, keyring }), pool, log, alerter, emitter: events, secrets, isLeader: () => sync?.leader.isLeader ?? true });
       const queue = reloads;
       stoppers.push({ name: 'reload-queue', stop: () => queue.stop() });
       sync = createSyncRuntime(settings, {
@@ -163,7 +164,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
         log,
         secrets,
         events,
-        reload: (req) => queue.submit(req),
+        reload: (req, wish) => queue.submit(req, wish),
         reloadStatus: () => queue.status(),
         registry: metrics.registry,
         digest: (text) => fingerprints.of(text),

@@ -12,16 +12,6 @@ import { checkSync } from 'recheck';
 
 const SRC = path.resolve(__dirname, '..', 'src');
 
-/**
- * Super-linear patterns in files other helpers own, fixed on their branches: each entry must still
- * be found (so that the list only shrinks), and is reported rather than failed. Remove an entry once
- * its fix is merged.
- */
-const KNOWN_ELSEWHERE: Array<{ file: string; source: string }> = [
-  { file: 'reload/liveliness.ts', source: '\\/+$' },
-  { file: 'sync/masking.ts', source: '([a-z][a-z0-9+.-]*:\\/\\/[^\\s:@/"]+:)([^\\s@/"]+)@' },
-];
-
 interface Found {
   file: string;
   line: number;
@@ -71,23 +61,15 @@ describe('regular expressions in src/', () => {
     expect(dynamic).toEqual([]);
   });
 
-  it('every one is proven linear, except the listed ones other helpers fix', () => {
+  it('every one is proven linear', () => {
     const bad: string[] = [];
-    const stillKnown = new Set<number>();
     for (const l of literals) {
       const r = checkSync(l.source, l.flags, { checker: 'automaton', timeout: 20_000 });
       if (r.status === 'safe') continue;
-      const known = KNOWN_ELSEWHERE.findIndex((k) => path.join(...k.file.split('/')) === l.file && k.source === l.source);
-      if (known >= 0 && r.status === 'vulnerable') {
-        stillKnown.add(known);
-        continue;
-      }
       const detail = r.status === 'vulnerable' ? `${r.complexity.type}, attack ${r.attack.pattern}` : `${r.status}: ${'error' in r ? JSON.stringify(r.error) : ''}`;
       bad.push(`${l.file}:${l.line} /${l.source}/${l.flags} (${detail})`);
     }
     expect(bad).toEqual([]);
-    // An entry whose pattern is gone or now linear: its fix has landed, take it off the list.
-    expect(KNOWN_ELSEWHERE.filter((_, i) => !stillKnown.has(i))).toEqual([]);
   }, 120_000);
 
   it('recheck does find the kind of pattern it is here for', () => {

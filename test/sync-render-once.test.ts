@@ -8,7 +8,8 @@ import type { PlatformKeysService } from '../src/features/platform-keys/platform
 import { loadDesiredState } from '../src/sync/desired-state';
 import { LeaderElector } from '../src/sync/leader';
 import type { SyncEvents } from '../src/sync/sync-events';
-import { LeaderBusyError, renderOnce, Syncer, syncerOptions, type RenderOnceDeps } from '../src/sync/syncer';
+import { LeaderBusyError, renderOnce, type RenderOnceDeps } from '../src/sync/render-once';
+import { Syncer, syncerOptions } from '../src/sync/syncer';
 import { createTestDatabase, type TestDatabase } from './helpers/db';
 import { captureLog, envLine, keyService, keyValue, TEST_CTX } from './helpers/sync';
 

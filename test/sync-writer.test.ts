@@ -1,7 +1,8 @@
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sha256 } from '../src/sync/renderer';
+import { isTempName, tempPath } from '../src/sync/temp-files';
 import { AtomicWriter, CONFIG_FILE, ENV_FILE, FILE_MODES, OutputDirError } from '../src/sync/writer';
 
 describe('atomic writer', () => {
@@ -22,7 +23,7 @@ describe('atomic writer', () => {
     await writer.commit([await writer.stage(name, text, FILE_MODES[name]!)]);
   }
 
-  it('writes 0644 config and 0600 env whatever the umask, and keeps one .bak of the previous file', async () => {
+  it('writes 0644 config and 0600 env whatever the umask; config.yaml keeps one .bak, litellm.env none (its predecessor is returned, in memory)', async () => {
     const old = process.umask(0o077);
     try {
       await write(CONFIG_FILE, 'a: 1\n');
@@ -35,11 +36,21 @@ describe('atomic writer', () => {
     expect(readdirSync(dir).sort()).toEqual([CONFIG_FILE, ENV_FILE]);
 
     await write(ENV_FILE, 'A=2\n');
-    await write(ENV_FILE, 'A=3\n');
+    const previous = await writer.commit([await writer.stage(ENV_FILE, 'A=3\n', 0o600)]);
     expect(readFileSync(path.join(dir, ENV_FILE), 'utf8')).toBe('A=3\n');
-    expect(readFileSync(path.join(dir, `${ENV_FILE}.bak`), 'utf8')).toBe('A=2\n');
-    expect(statSync(path.join(dir, `${ENV_FILE}.bak`)).mode & 0o777).toBe(0o600);
-    expect(readdirSync(dir).sort()).toEqual([CONFIG_FILE, ENV_FILE, `${ENV_FILE}.bak`]);
+    expect(previous.get(ENV_FILE)?.toString('utf8')).toBe('A=2\n');
+    await write(CONFIG_FILE, 'a: 2\n');
+    expect(readFileSync(path.join(dir, `${CONFIG_FILE}.bak`), 'utf8')).toBe('a: 1\n');
+    expect(readdirSync(dir).sort()).toEqual([CONFIG_FILE, `${CONFIG_FILE}.bak`, ENV_FILE]);
+  });
+
+  it('removes a litellm.env.bak an earlier version left, at prepare and at the next commit', async () => {
+    writeFileSync(path.join(dir, `${ENV_FILE}.bak`), 'A=revoked-value-1\n');
+    await writer.prepare();
+    expect(existsSync(path.join(dir, `${ENV_FILE}.bak`))).toBe(false);
+    writeFileSync(path.join(dir, `${ENV_FILE}.bak`), 'A=revoked-value-2\n');
+    await write(CONFIG_FILE, 'a: 1\n');
+    expect(existsSync(path.join(dir, `${ENV_FILE}.bak`))).toBe(false);
   });
 
   it('replaces the file with a new inode (rename), never truncating the old one in place', async () => {
@@ -48,6 +59,10 @@ describe('atomic writer', () => {
     await write(CONFIG_FILE, 'a: 2\n');
     expect(statSync(path.join(dir, CONFIG_FILE)).ino).not.toBe(before);
     expect(statSync(path.join(dir, `${CONFIG_FILE}.bak`)).ino).toBe(before);
+    await write(ENV_FILE, 'A=1\n');
+    const envBefore = statSync(path.join(dir, ENV_FILE)).ino;
+    await write(ENV_FILE, 'A=2\n');
+    expect(statSync(path.join(dir, ENV_FILE)).ino).not.toBe(envBefore);
   });
 
   it('removes the temp file when the swap fails, and leaves the target as it was', async () => {
@@ -88,15 +103,17 @@ describe('atomic writer', () => {
     expect(readFileSync(path.join(dir, ENV_FILE), 'utf8')).toBe('A=1\n');
   });
 
-  it('restore puts the .bak back only while the live file is still the expected revision', async () => {
+  it('restore puts the previous content back only while the live file is still the expected revision', async () => {
     await write(ENV_FILE, 'A=1\n');
-    await write(ENV_FILE, 'A=2\n');
-    expect(await writer.restore(ENV_FILE, sha256('A=other\n'))).toBe(false);
+    const previous = await writer.commit([await writer.stage(ENV_FILE, 'A=2\n', 0o600)]);
+    expect(await writer.restore(ENV_FILE, previous.get(ENV_FILE), sha256('A=other\n'))).toBe(false);
     expect(readFileSync(path.join(dir, ENV_FILE), 'utf8')).toBe('A=2\n');
-    expect(await writer.restore(ENV_FILE, sha256('A=2\n'))).toBe(true);
+    expect(await writer.restore(ENV_FILE, previous.get(ENV_FILE), sha256('A=2\n'))).toBe(true);
     expect(readFileSync(path.join(dir, ENV_FILE), 'utf8')).toBe('A=1\n');
     expect(statSync(path.join(dir, ENV_FILE)).mode & 0o777).toBe(0o600);
-    expect(await writer.restore(CONFIG_FILE)).toBe(false);
+    const first = await writer.commit([await writer.stage(CONFIG_FILE, 'a: 1\n', 0o644)]);
+    expect(first.get(CONFIG_FILE)).toBeNull();
+    expect(await writer.restore(CONFIG_FILE, first.get(CONFIG_FILE))).toBe(false);
     expect(tempFiles()).toEqual([]);
   });
 
@@ -109,9 +126,18 @@ describe('atomic writer', () => {
       process.umask(old);
     }
     expect(statSync(nested).mode & 0o777).toBe(0o755);
-    writeFileSync(path.join(nested, '.config.yaml.0123456789ab.tmp'), 'half');
+    // Every temp name keyplane makes: the writer's stage and backup, and the reload rollback's,
+    // also the 8-hex names older versions of the rollback used.
+    const leftovers = ['.config.yaml.0123456789ab.tmp', '.litellm.env.0123456789ab.tmp', '.config.yaml.bak.0123456789ab.tmp', '.litellm.env.89abcdef.tmp', '.config.yaml.01234567.tmp'];
+    for (const f of leftovers) writeFileSync(path.join(nested, f), 'half');
+    const kept = ['config.yaml', 'notes.tmp', '.hidden', '.config.yaml.xyz.tmp', '.config.yaml.0123456.tmp'];
+    for (const f of kept) writeFileSync(path.join(nested, f), 'keep');
     await new AtomicWriter(nested).prepare();
-    expect(readdirSync(nested)).toEqual([]);
+    expect(readdirSync(nested).sort()).toEqual([...kept].sort());
+  });
+
+  it('the temp names the writer and the reload rollback make are the ones prepare removes', () => {
+    for (const name of [CONFIG_FILE, ENV_FILE, `${CONFIG_FILE}.bak`]) expect(isTempName(path.basename(tempPath(dir, name)))).toBe(true);
   });
 
   it('prepare refuses a path that is a file, one that cannot be created, and one that cannot be written', async () => {

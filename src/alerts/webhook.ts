@@ -39,7 +39,7 @@ export class WebhookAlerter implements Alerter {
     this.backoffMs = opts.backoffMs ?? 500;
     this.now = opts.now ?? (() => new Date());
     this.random = opts.random ?? Math.random;
-    opts.secrets.add(opts.url);
+    opts.secrets.pin(opts.url);
   }
 
   async send(event: Omit<AlertEvent, 'at' | 'instance'>): Promise<void> {

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log';
+import { tempPath } from '../sync/temp-files';
 import type { ReloadRequest } from './reloader';
 
 type Snapshot = Map<string, { bytes: Buffer; mode: number } | null>;
@@ -86,14 +86,14 @@ function sameSnapshot(a: Snapshot, b: Snapshot): boolean {
   return true;
 }
 
-/** Same discipline as the writer: temp file in the directory, fsync, chmod, rename, fsync the directory. */
+/** Same discipline (and temp names) as the writer: temp file in the directory, fsync, chmod, rename, fsync the directory. */
 async function writeSnapshot(s: Snapshot): Promise<void> {
   for (const [file, content] of s) {
     if (content === null) {
       await fs.rm(file, { force: true });
       continue;
     }
-    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
+    const tmp = tempPath(path.dirname(file), path.basename(file));
     try {
       const fh = await fs.open(tmp, 'wx', content.mode);
       try {

@@ -129,10 +129,9 @@ export class LitellmApiReloader implements Reloader {
   }
 }
 
-/** The syncer's trigger (`reconcile`, `notify+reconcile`, ...), when the request carries one. */
+/** Whether the syncer's trigger (`reconcile`, `notify+reconcile`, ...) includes a reconcile. */
 function isReconcile(req: ReloadRequest): boolean {
-  const trigger = (req as { trigger?: unknown }).trigger;
-  return typeof trigger === 'string' && trigger.split('+').includes('reconcile');
+  return req.trigger?.split('+').includes('reconcile') ?? false;
 }
 
 function summary(title: string, items: string[]): string {

@@ -1,4 +1,5 @@
 import { displayUrl } from '../url';
+import { trimSlashes } from '../url';
 /** Polls LiteLLM's `GET /health/liveliness` (no auth) until it answers 2xx. */
 
 export interface LivelinessOptions {
@@ -24,7 +25,7 @@ export class LivelinessError extends Error {
 }
 
 export function livelinessUrl(baseUrl: string): string {
-  return `${baseUrl.replace(/\/+$/, '')}/health/liveliness`;
+  return `${trimSlashes(baseUrl)}/health/liveliness`;
 }
 
 /** The same, fit for an error message (no credentials). */

@@ -31,6 +31,21 @@ export interface ReloadQueueOptions {
   backoffMs?: number;
   /** How many runs the table keeps (1,000). */
   keepRuns?: number;
+  /**
+   * Whether this instance leads. One that lost the lead starts no further try: the new leader
+   * reloads, from the wish in the database. Default: always.
+   */
+  isLeader?: () => boolean;
+}
+
+/**
+ * The durable wish a request satisfies (sync_state.reload_wanted): when a reload of it finishes,
+ * `reload_done` rises to its generation. `resumed`: handed over again because an earlier reload of
+ * it never finished; dropped when that generation already runs or waits here.
+ */
+export interface ReloadWish {
+  generation: number;
+  resumed?: boolean;
 }
 
 /** One run (one try) as GET /api/v1/admin/sync shows it. */
@@ -59,13 +74,16 @@ export interface ReloadQueueStatus {
  * Runs reloads one at a time. The syncer calls `submit` after every revision that changed a file; a
  * revision that arrives while a reload runs waits, and only the newest waiting one runs next. A
  * failed try is retried with backoff; every try is recorded per target; a final failure is logged
- * as an ERROR and alerted.
+ * as an ERROR and alerted (and the wish stays open in the database, so the syncer hands the files
+ * over again on its next reconcile). A reload that finishes marks its wish done.
  */
 export class ReloadQueue {
   private readonly log: Logger;
   private readonly attempts: number;
   private readonly backoffMs: number;
-  private pending: ReloadRequest | undefined;
+  private pending: { req: ReloadRequest; wish?: ReloadWish } | undefined;
+  /** The wish of the request being reloaded (through its retries and pauses). */
+  private current: ReloadWish | undefined;
   private running: { revision: number; attempt: number; since: Date } | undefined;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -86,10 +104,14 @@ export class ReloadQueue {
    * describes the files now on disk (its revision number may even be 0 when the syncer could not
    * record one).
    */
-  submit(req: ReloadRequest): void {
+  submit(req: ReloadRequest, wish?: ReloadWish): void {
     if (this.stopped) return;
-    if (this.pending) this.log.debug('coalescing reloads', { dropped: this.pending.revision, revision: req.revision });
-    this.pending = req;
+    if (wish?.resumed && [this.current, this.pending?.wish].some((w) => w !== undefined && w.generation >= wish.generation)) {
+      this.log.debug('a reload of this wish already runs or waits', { generation: wish.generation, revision: req.revision });
+      return;
+    }
+    if (this.pending) this.log.debug('coalescing reloads', { dropped: this.pending.req.revision, revision: req.revision });
+    this.pending = { req, wish };
     this.wake?.();
     this.loop ??= this.drain();
   }
@@ -112,7 +134,7 @@ export class ReloadQueue {
     return {
       reloader: this.kind,
       running: this.running ? { revision: this.running.revision, attempt: this.running.attempt, since: this.running.since.toISOString() } : null,
-      pending: this.pending ? { revision: this.pending.revision } : null,
+      pending: this.pending ? { revision: this.pending.req.revision } : null,
       last: await this.lastRun(),
     };
   }
@@ -122,9 +144,18 @@ export class ReloadQueue {
     await Promise.resolve();
     try {
       while (this.pending && !this.stopped) {
-        const req = this.pending;
+        const { req, wish } = this.pending;
         this.pending = undefined;
-        await this.runWithRetries(req);
+        if (!this.leads()) {
+          this.log.info('not reloading: this instance no longer leads; the new leader reloads', { revision: req.revision });
+          continue;
+        }
+        this.current = wish;
+        try {
+          await this.runWithRetries(req, wish);
+        } finally {
+          this.current = undefined;
+        }
       }
     } finally {
       // In the same step as the last look at `pending`: a submit() from here on starts a new drain,
@@ -133,8 +164,8 @@ export class ReloadQueue {
     }
   }
 
-  private async runWithRetries(req: ReloadRequest): Promise<void> {
-    const superseded = (): boolean => this.pending !== undefined || this.stopped;
+  private async runWithRetries(req: ReloadRequest, wish: ReloadWish | undefined): Promise<void> {
+    const superseded = (): boolean => this.pending !== undefined || this.stopped || !this.leads();
     const files = new FileRollback(req, superseded, this.log);
     for (let attempt = 1; ; attempt++) {
       if (attempt > 1) {
@@ -146,6 +177,9 @@ export class ReloadQueue {
       }
       const result = await this.attempt(files.request, attempt);
       if (result.status !== 'failed') {
+        // `skipped` is done too: `none` leaves reloading to others, and Docker says `skipped` only when
+        // every container is stopped and was given the new files or env for its next start.
+        if (wish) await this.markDone(wish.generation);
         this.opts.emitter?.emit('reload:done', { revision: req.revision, attempts: attempt, result });
         return;
       }
@@ -205,6 +239,19 @@ export class ReloadQueue {
       this.log.warn('could not record the reload run', { revision: req.revision, err });
     }
     return masked;
+  }
+
+  private leads(): boolean {
+    return this.opts.isLeader ? this.opts.isLeader() : true;
+  }
+
+  private async markDone(generation: number): Promise<void> {
+    try {
+      await withRetry(() => this.opts.pool.query('UPDATE sync_state SET reload_done = greatest(reload_done, $1), updated_at = now() WHERE id = 1', [generation]));
+    } catch (err) {
+      // The wish stays open: the next start or reconcile reloads once more, which is harmless.
+      this.log.warn('could not record that the reload finished', { generation, err });
+    }
   }
 
   private async record(revision: number, attempt: number, startedAt: Date, finishedAt: Date, r: ReloadResult): Promise<void> {

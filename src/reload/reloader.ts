@@ -28,8 +28,10 @@ export interface ReloadRequest {
   env: Record<string, string>;
   /** The desired state the files were rendered from (for `litellm-api`). */
   state: DesiredState;
-  /** Puts the previous files (`.bak`) back, for a reload that must be rolled back. */
+  /** Puts the previous files back (their bytes are kept in memory), for a reload that must be rolled back. */
   restorePrevious(): Promise<boolean>;
+  /** What caused the render (`reconcile`, `notify+reconcile`, ...): a reconcile re-sends what cannot be compared. */
+  trigger?: string;
 }
 
 export interface Reloader {

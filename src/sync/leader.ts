@@ -18,8 +18,10 @@ export interface LeaderOptions {
   applicationName?: string;
   /** How often a follower tries the lock (jittered between half and the whole of it). */
   pollMs?: number;
-  /** How often the leader proves its session is alive. */
+  /** How often the leader proves its session is alive and still holds the lock. */
   checkMs?: number;
+  /** How long the leader's session may take to answer before this instance steps down (5 s). */
+  queryTimeoutMs?: number;
   backoff?: Backoff;
 }
 
@@ -46,6 +48,18 @@ export async function readLeader(pool: Pool): Promise<LeaderInfo> {
 
 export const leaderAppName = (instanceId: string): string => `keyplane-leader:${instanceId}`.slice(0, 63);
 
+/** SQL: whether the session running it holds the leader lock. */
+export const HOLDS_LEADER_LOCK = `EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+  AND classid = 0 AND objid = ${SYNC_LEADER_LOCK}::oid AND objsubid = 1)`;
+
+/** This instance does not lead (any more): whatever it was about to do as the leader must not happen. */
+export class LostLeadError extends Error {
+  constructor(reason: string) {
+    super(`this instance lost the lead: ${reason}`);
+    this.name = 'LostLeadError';
+  }
+}
+
 /**
  * Leader election on a Postgres advisory lock held by a dedicated session. Several instances
  * share one database; exactly one holds the lock and renders. When the leader's session dies,
@@ -59,11 +73,13 @@ export class LeaderElector {
   private failures = 0;
   private readonly pollMs: number;
   private readonly checkMs: number;
+  private readonly queryTimeoutMs: number;
   private readonly backoff: Backoff;
 
   constructor(private readonly opts: LeaderOptions) {
     this.pollMs = opts.pollMs ?? 1000;
     this.checkMs = opts.checkMs ?? 2000;
+    this.queryTimeoutMs = opts.queryTimeoutMs ?? 5000;
     this.backoff = opts.backoff ?? { baseMs: 100, maxMs: 10_000 };
   }
 
@@ -91,8 +107,9 @@ export class LeaderElector {
     this.client = undefined;
     if (client) {
       if (this.leading) {
-        await client.query('UPDATE sync_state SET leader_instance = NULL, leader_since = NULL, updated_at = now() WHERE id = 1 AND leader_instance = $1', [this.opts.instanceId]).catch(() => undefined);
-        await client.query('SELECT pg_advisory_unlock($1)', [SYNC_LEADER_LOCK]).catch(() => undefined);
+        // Timed, so that a session that hangs cannot hold up the stop (end() then cuts it).
+        await this.timed(client, client.query('UPDATE sync_state SET leader_instance = NULL, leader_since = NULL, updated_at = now() WHERE id = 1 AND leader_instance = $1', [this.opts.instanceId])).catch(() => undefined);
+        await this.timed(client, client.query('SELECT pg_advisory_unlock($1)', [SYNC_LEADER_LOCK])).catch(() => undefined);
       }
       await client.end().catch(() => undefined);
     }
@@ -107,15 +124,56 @@ export class LeaderElector {
     }, ms);
   }
 
+  /**
+   * Runs `statement` on the leader's own session (a fence: only the session that holds the lock can
+   * answer as the leader), within the query timeout. Throws LostLeadError when this instance does not
+   * lead, or its session fails or does not answer in time (it then steps down).
+   */
+  async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    const client = this.client;
+    if (!this.leading || !client) throw new LostLeadError('not the leader');
+    try {
+      return await this.timed(client, client.query<R>(text, values));
+    } catch (err) {
+      if (err instanceof LostLeadError) throw err;
+      if (client !== this.client) throw new LostLeadError((err as Error).message);
+      throw err;
+    }
+  }
+
+  /** `work` on `client`, or a LostLeadError (and a step down) when it takes longer than the query timeout. */
+  private timed<T>(client: pg.Client, work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const reason = `the leader's database session did not answer within ${this.queryTimeoutMs} ms`;
+        this.lost(client, reason);
+        reject(new LostLeadError(reason));
+      }, this.queryTimeoutMs);
+      work.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
+  }
+
   private async tick(): Promise<void> {
     if (this.stopped) return;
     let client = this.client;
     try {
       client ??= await this.connect();
       if (this.leading) {
-        await client.query('SELECT 1');
+        // Not only alive: still the holder. A session that hangs (a dead network path, a stalled
+        // server) must not leave this instance rendering while another takes the lock.
+        const { rows } = await this.timed(client, client.query<{ held: boolean }>(`SELECT ${HOLDS_LEADER_LOCK} AS held`));
+        if (!rows[0]?.held) throw new Error('the leader lock is no longer held by this session');
       } else {
-        const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [SYNC_LEADER_LOCK]);
+        const { rows } = await this.timed(client, client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [SYNC_LEADER_LOCK]));
         if (rows[0]?.ok && !this.stopped && client === this.client) await this.promote(client);
       }
       this.failures = 0;
@@ -130,6 +188,8 @@ export class LeaderElector {
       connectionString: this.opts.connectionString,
       application_name: this.opts.applicationName ?? leaderAppName(this.opts.instanceId),
       keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      connectionTimeoutMillis: this.queryTimeoutMs,
       // If the leader's host vanishes without closing the socket, the server ends the session (and frees
       // the lock) in about 25 s instead of the operating system's default of two hours.
       options: '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3',
@@ -147,7 +207,7 @@ export class LeaderElector {
   }
 
   private async promote(client: pg.Client): Promise<void> {
-    await client.query('UPDATE sync_state SET leader_instance = $1, leader_since = now(), updated_at = now() WHERE id = 1', [this.opts.instanceId]);
+    await this.timed(client, client.query('UPDATE sync_state SET leader_instance = $1, leader_since = now(), updated_at = now() WHERE id = 1', [this.opts.instanceId]));
     if (this.stopped || client !== this.client) return;
     this.leading = true;
     this.opts.log.info('this instance now leads: it renders and reloads', { instance: this.opts.instanceId });

@@ -3,7 +3,8 @@ import type { RenderWarning, SkippedDeployment } from './renderer';
 /** What caused a render. Several folded into one render are joined with `+`. */
 export type Trigger = 'start' | 'notify' | 'reconnect' | 'reconcile' | 'manual' | 'leader' | 'cli';
 
-export type FailureStage = 'state' | 'base_config' | 'render' | 'check' | 'write';
+/** `record`: the revision and the wish to reload could not be recorded before the swap (the database). */
+export type FailureStage = 'state' | 'base_config' | 'render' | 'check' | 'record' | 'write';
 
 /** One render that went through (whether or not a file changed). */
 export interface RenderResult {

@@ -3,6 +3,7 @@ import type { Settings } from '../config';
 import type { Pool } from '../db/pool';
 import type { SafeEmitter } from '../events';
 import type { Logger, SecretRegistry } from '../log';
+import type { ReloadWish } from '../reload/reload-queue';
 import type { ReloadRequest } from '../reload/reloader';
 import type { Backoff } from './backoff';
 import type { DesiredState } from './desired-state';
@@ -19,13 +20,17 @@ export interface SyncRuntimeDeps {
   log: Logger;
   secrets: SecretRegistry;
   events: SafeEmitter<SyncEvents>;
-  reload?: (req: ReloadRequest) => void;
+  reload?: (req: ReloadRequest, wish?: ReloadWish) => void;
   reloadStatus?: () => Promise<unknown> | unknown;
   registry?: client.Registry;
   /** Keyed digest of litellm.env for the API (the fingerprinter's HMAC). */
   digest?: (text: string) => string;
   /** Follower lock polling; lower in tests. */
   leaderPollMs?: number;
+  /** How long the leader's session may take to answer before the instance steps down; lower in tests. */
+  leaderTimeoutMs?: number;
+  /** How often the leader checks that its session still holds the lock; lower in tests. */
+  leaderCheckMs?: number;
   backoff?: Backoff;
 }
 
@@ -54,6 +59,8 @@ export function createSyncRuntime(settings: Settings, deps: SyncRuntimeDeps): Sy
     log: deps.log.child({ component: 'leader' }),
     events: deps.events,
     pollMs: deps.leaderPollMs,
+    checkMs: deps.leaderCheckMs,
+    queryTimeoutMs: deps.leaderTimeoutMs,
     backoff: deps.backoff,
   });
   const syncer = new Syncer(
@@ -64,6 +71,7 @@ export function createSyncRuntime(settings: Settings, deps: SyncRuntimeDeps): Sy
       secrets: deps.secrets,
       events: deps.events,
       isLeader: () => leader.isLeader,
+      leaderQuery: (text, values) => leader.query(text, values),
       reload: deps.reload,
       reloadStatus: deps.reloadStatus,
       registry: deps.registry,

@@ -2,21 +2,28 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import client from 'prom-client';
 import type { Settings } from '../config';
-import { SafeEmitter } from '../events';
+import type { SafeEmitter } from '../events';
 import { withRetry, type Pool } from '../db/pool';
 import type { Logger, SecretRegistry } from '../log';
+import type { ReloadWish } from '../reload/reload-queue';
 import type { ReloadRequest } from '../reload/reloader';
 import { BaseConfigError, parseBaseConfig, type BaseConfig } from './base-config';
-import { runCheckCommand, validateStaged, type CheckResult } from './check';
 import type { DesiredState } from './desired-state';
-import { lineDiff } from './diff';
-import { readLeader, SYNC_LEADER_LOCK, type LeaderInfo } from './leader';
-import { maskConfigText, maskEnvText, maskValues } from './masking';
+import { LostLeadError } from './leader';
+import { maskValues } from './masking';
 import { Quiescence, type SyncWait } from './quiescence';
-import { render, sha256, type Rendered } from './renderer';
-import type { FailureStage, RenderFailure, RenderResult, SyncEvents, Trigger } from './sync-events';
+import { sha256, type Rendered } from './renderer';
+import type { RenderFailure, RenderResult, SyncEvents, Trigger } from './sync-events';
+import { RevisionWriter, type Written } from './revision-writer';
+import { StageError } from './stage-error';
+import { syncStatus } from './sync-status';
+import { SyncStore, type Query, type ReloadWishRow, type RevisionView } from './sync-store';
+import { packState } from './sync-tasks';
+import { SyncWorker } from './sync-worker';
 import { FORCE_RELOAD_OP, SYNC_CHANNEL } from './watcher';
-import { AtomicWriter, CONFIG_FILE, ENV_FILE, FILE_MODES, type StagedFile } from './writer';
+import { AtomicWriter, CONFIG_FILE, ENV_FILE, type PreviousFiles } from './writer';
+
+export type { RevisionView } from './sync-store';
 
 export interface SyncerOptions {
   pool: Pool;
@@ -36,8 +43,19 @@ export interface SyncerOptions {
   instanceId: string;
   /** Whether this instance holds the lead; a follower never renders. Default: always. */
   isLeader?: () => boolean;
-  /** Called once per revision that changed a file, after every file is written. Must not throw. */
-  reload?: (req: ReloadRequest) => void;
+  /**
+   * Called once per revision that changed a file, after every file is written, with the generation
+   * of the durable wish to reload that it satisfies. Must not throw.
+   */
+  reload?: (req: ReloadRequest, wish?: ReloadWish) => void;
+  /**
+   * Runs a statement on the leader's own session (LeaderElector.query). The revision is recorded
+   * through it right before the swap, only while that session holds the lock: a leader that lost
+   * its session without noticing cannot write. Without it, the pool (and no lock check).
+   */
+  leaderQuery?: Query;
+  /** The thread that renders, checks and masks (one is made when not given). */
+  worker?: SyncWorker;
   /** The reload queue's last result, shown in the sync status. */
   reloadStatus?: () => Promise<unknown> | unknown;
   registry?: client.Registry;
@@ -53,18 +71,6 @@ export type SyncOutcome =
   | { status: 'failed'; failure: RenderFailure }
   | { status: 'skipped'; reason: string };
 
-export interface RevisionView {
-  revision: number;
-  config_sha256: string;
-  env_digest: string;
-  changed_files: string[];
-  trigger: string;
-  changed_keys: string[];
-  skipped: unknown[];
-  instance_id: string;
-  created_at: string;
-}
-
 export interface SyncPreview {
   changed: Record<string, boolean>;
   config_sha256: string;
@@ -78,15 +84,6 @@ export interface SyncPreview {
 }
 
 const FILES = [CONFIG_FILE, ENV_FILE] as const;
-
-class StageError extends Error {
-  constructor(readonly stage: FailureStage, message: string, readonly stderrTail?: string) {
-    super(message);
-  }
-}
-
-/** The lead went to another instance during the render: not a failure, the new leader renders. */
-class LostLead extends Error {}
 
 interface LastRender {
   state: DesiredState;
@@ -102,29 +99,19 @@ function deferred(): Deferred {
   return { triggers: new Set(), promise, resolve };
 }
 
-function revisionView(r: Record<string, unknown>): RevisionView {
-  return {
-    revision: Number(r.revision),
-    config_sha256: String(r.config_sha256),
-    env_digest: String(r.env_digest),
-    changed_files: r.changed_files as string[],
-    trigger: String(r.trigger),
-    changed_keys: r.changed_keys as string[],
-    skipped: r.skipped as unknown[],
-    instance_id: String(r.instance_id),
-    created_at: (r.created_at as Date).toISOString(),
-  };
-}
-
-const REVISION_COLUMNS = 'revision, config_sha256, env_digest, changed_files, trigger, changed_keys, skipped, instance_id, created_at';
+// Renders on these triggers also hand over a reload that was wished for and never finished.
+const RESUMING_TRIGGERS = new Set(['start', 'leader', 'reconcile']);
 
 /**
  * The sync loop: nudge -> quiescence -> read the whole state -> render -> check the staged files
- * -> atomic write -> record a revision -> hand to the reload queue. One render at a time; nudges
- * that arrive during a render fold into exactly one more.
+ * -> record a revision and the wish to reload -> atomic write -> hand to the reload queue. One
+ * render at a time; nudges that arrive during a render fold into exactly one more. Rendering,
+ * checking and masking run on a worker thread (SyncWorker), so that no render stalls the API.
  */
 export class Syncer {
   readonly writer: AtomicWriter;
+  private readonly store: SyncStore;
+  private readonly worker: SyncWorker;
   private readonly quiescence: Quiescence;
   private readonly nudgeTriggers = new Set<string>();
   private running: Promise<SyncOutcome> | undefined;
@@ -140,11 +127,29 @@ export class Syncer {
   private readonly metrics?: { renders: client.Counter<string>; duration: client.Histogram<string>; revision: client.Gauge<string>; skipped: client.Gauge<string> };
 
   private readonly digest: (text: string) => string;
+  private readonly revisionWriter: RevisionWriter;
 
   constructor(private readonly opts: SyncerOptions) {
     this.writer = new AtomicWriter(opts.outputDir);
+    this.store = new SyncStore(opts.pool);
+    this.worker = opts.worker ?? new SyncWorker();
     const key = randomBytes(32);
     this.digest = opts.digest ?? ((text) => `hmac-sha256:${createHmac('sha256', key).update(text).digest('hex').slice(0, 32)}`);
+    this.revisionWriter = new RevisionWriter({
+      writer: this.writer,
+      store: this.store,
+      worker: this.worker,
+      leaderQuery: opts.leaderQuery ?? ((text, values) => opts.pool.query(text, values)),
+      fenced: opts.leaderQuery !== undefined,
+      isLeader: () => this.isLeader(),
+      outputDir: opts.outputDir,
+      instanceId: opts.instanceId,
+      checkCommand: opts.checkCommand,
+      checkTimeoutMs: opts.checkTimeoutMs,
+      digest: this.digest,
+      mask: (text, env) => this.mask(text, env),
+      log: opts.log,
+    });
     this.quiescence = new Quiescence(opts.wait, () => {
       const trigger = [...this.nudgeTriggers].join('+');
       this.nudgeTriggers.clear();
@@ -184,6 +189,7 @@ export class Syncer {
     if (this.started) return undefined;
     await this.prepare();
     this.started = true;
+    this.worker.warm();
     this.reconcileTimer = setInterval(() => {
       if (this.isLeader()) void this.request('reconcile');
     }, this.opts.reconcileIntervalMs);
@@ -198,6 +204,7 @@ export class Syncer {
     this.nudgeTriggers.clear();
     await this.running?.catch(() => undefined);
     await this.queued?.promise;
+    await this.worker.stop();
   }
 
   /** A hint that something changed; ignored by followers. Renders after the quiescence wait. */
@@ -238,17 +245,17 @@ export class Syncer {
   async syncNow(opts: { forceReload?: boolean } = {}): Promise<SyncOutcome> {
     const outcome = await this.request('manual');
     if (opts.forceReload && outcome.status === 'unchanged' && this.last && this.opts.reload) {
-      const { result } = outcome;
       const revision = this.last.revision ?? (await this.latestRevision())?.revision ?? 0;
-      this.handToReload(this.reloadRequest(revision, this.last, [], result));
+      const wish = await this.store.reloadWish().catch(() => undefined);
+      this.handToReload(this.reloadRequest(revision, this.last, [], outcome.result, new Map()), wish ? { generation: wish.wanted } : undefined);
     }
     return outcome;
   }
 
-  private handToReload(req: ReloadRequest): void {
+  private handToReload(req: ReloadRequest, wish: ReloadWish | undefined): void {
     if (!this.opts.reload) return;
     try {
-      this.opts.reload(req);
+      this.opts.reload(req, wish);
     } catch (err) {
       this.opts.log.error('the reload queue refused the new files', { revision: req.revision, err: this.mask((err as Error).message, req.env) });
     }
@@ -275,11 +282,12 @@ export class Syncer {
     return parsed;
   }
 
+  /** For logs and failure messages: every known secret masked wherever it occurs. */
   private mask(text: string, env?: Record<string, string>): string {
     return maskValues(this.opts.secrets.mask(text), env ? Object.values(env) : []);
   }
 
-  private async renderCurrent(): Promise<{ state: DesiredState; rendered: Rendered }> {
+  private async renderCurrent(): Promise<{ state: DesiredState; rendered: Rendered; managedDigest?: string }> {
     let state: DesiredState;
     try {
       state = await withRetry(() => this.opts.loadState());
@@ -292,11 +300,15 @@ export class Syncer {
     } catch (err) {
       throw new StageError('base_config', (err as Error).message);
     }
+    let out;
     try {
-      return { state, rendered: render(state, base, { modelsInConfig: this.opts.modelsInConfig }) };
+      out = await this.worker.run('render', { state: await packState(state), base, modelsInConfig: this.opts.modelsInConfig });
     } catch (err) {
       throw new StageError('render', `rendering failed: ${(err as Error).message}`);
     }
+    // Refused (LiteLLM would run without authentication): the message says what to change.
+    if (!out.ok) throw new StageError('render', out.refused);
+    return { state, rendered: out.rendered, managedDigest: out.managedDigest };
   }
 
   private async runOnce(trigger: string): Promise<SyncOutcome> {
@@ -304,9 +316,10 @@ export class Syncer {
     const t0 = performance.now();
     let env: Record<string, string> | undefined;
     try {
-      const { state, rendered } = await this.renderCurrent();
+      const { state, rendered, managedDigest } = await this.renderCurrent();
       env = rendered.env;
-      const wanted: Record<string, string> = { [CONFIG_FILE]: rendered.configYaml, [ENV_FILE]: rendered.envFile };
+      // The values in use stay in the bounded registry while replaced ones age out of it.
+      for (const v of Object.values(rendered.env)) this.opts.secrets.add(v);
       const wantedSha: Record<string, string> = { [CONFIG_FILE]: rendered.configSha256, [ENV_FILE]: rendered.envSha256 };
 
       const drift: string[] = [];
@@ -321,11 +334,17 @@ export class Syncer {
       }
       if (drift.length) this.opts.log.warn('rendered files differ from what keyplane wrote (edited by hand, or deleted); rewriting them', { files: drift });
 
-      let revision: number | null = null;
-      let changedKeys: string[] = [];
+      // With models kept in LiteLLM's database (litellm-api), a model or provider change alters no
+      // file, so the state itself decides; the periodic reconcile also repairs drift inside LiteLLM.
+      const apiChanged = managedDigest !== undefined && managedDigest !== this.apiStateDigest;
+      const apiDue = apiChanged || (managedDigest !== undefined && trigger.split('+').includes('reconcile'));
+      let written: Written | undefined;
+      let generation: number | undefined;
       if (changedFiles.length) {
-        await this.checkAndWrite(rendered, changedFiles, wanted);
-        ({ revision, changedKeys } = await this.record(rendered, changedFiles, trigger));
+        written = await this.revisionWriter.write(rendered, changedFiles, trigger);
+        generation = written.generation;
+      } else if (apiChanged) {
+        generation = await this.revisionWriter.raiseWish(rendered.usesMasterKey);
       }
       for (const name of FILES) this.known.set(name, new Set([wantedSha[name]!]));
 
@@ -333,38 +352,36 @@ export class Syncer {
         trigger,
         changed: changedFiles.length > 0,
         changedFiles,
-        revision,
+        revision: written?.revision ?? null,
         configSha256: rendered.configSha256,
         envSha256: rendered.envSha256,
         envDigest: this.digest(rendered.envFile),
-        changedKeys,
+        changedKeys: written?.changedKeys ?? [],
         drift,
         deployments: rendered.deployments,
         skipped: rendered.skipped,
         warnings: rendered.warnings,
         durationMs: performance.now() - t0,
       };
-      this.last = { state, rendered, revision: revision ?? this.last?.revision ?? null };
-      // With models kept in LiteLLM's database (litellm-api), a model or provider change alters no
-      // file, so the state itself decides; the periodic reconcile also repairs drift inside LiteLLM.
-      const digest = this.opts.modelsInConfig ? undefined : managedStateDigest(state);
-      const apiDue = digest !== undefined && (digest !== this.apiStateDigest || trigger === 'reconcile');
-      // Unrecorded, the change still goes to reload, under the last number (the queue drops only older ones).
+      this.last = { state, rendered, revision: written?.revision ?? this.last?.revision ?? null };
+      const wish = await this.saveStatus(result.changed ? 'changed' : 'unchanged', trigger, null, result, rendered.usesMasterKey);
       if (changedFiles.length || apiDue) {
-        this.apiStateDigest = digest;
-        this.handToReload(this.reloadRequest(this.last.revision ?? 0, this.last, changedFiles, result));
+        this.apiStateDigest = managedDigest;
+        generation ??= wish?.wanted;
+        this.handToReload(this.reloadRequest(this.last.revision ?? 0, this.last, changedFiles, result, written?.previous ?? new Map()), generation !== undefined ? { generation } : undefined);
+      } else if (wish && wish.wanted > wish.done && trigger.split('+').some((t) => RESUMING_TRIGGERS.has(t))) {
+        await this.resumeReload(wish, trigger, result);
       }
-      await this.saveStatus(result.changed ? 'changed' : 'unchanged', trigger, null, result);
       this.metrics?.renders.inc({ status: result.changed ? 'changed' : 'unchanged' });
       this.metrics?.duration.observe(result.durationMs / 1000);
       this.metrics?.skipped.set(result.skipped.length);
-      if (revision !== null) this.metrics?.revision.set(revision);
-      if (result.changed) this.opts.log.info('rendered and wrote LiteLLM files', { revision, files: changedFiles, changed_keys: changedKeys, trigger, ms: Math.round(result.durationMs) });
+      if (written) this.metrics?.revision.set(written.revision);
+      if (result.changed) this.opts.log.info('rendered and wrote LiteLLM files', { revision: result.revision, files: changedFiles, changed_keys: result.changedKeys, trigger, ms: Math.round(result.durationMs) });
       this.opts.events.emit('render:done', result);
       return { status: result.changed ? 'changed' : 'unchanged', result };
     } catch (err) {
-      if (err instanceof LostLead) {
-        this.opts.log.warn('lost the lead during a render; the new leader writes the files', { trigger });
+      if (err instanceof LostLeadError) {
+        this.opts.log.warn('lost the lead during a render; the files are left to the new leader', { trigger, reason: err.message });
         return { status: 'skipped', reason: 'this instance lost the lead before the swap' };
       }
       const e = err instanceof StageError ? err : new StageError('write', (err as Error).message);
@@ -375,81 +392,33 @@ export class Syncer {
         ...(e.stderrTail !== undefined ? { stderrTail: this.mask(e.stderrTail, env) } : {}),
         at: new Date().toISOString(),
       };
-      const transient = e.stage === 'state';
+      const transient = e.stage === 'state' || e.stage === 'record';
       this.opts.log[transient ? 'warn' : 'error']('render failed; the live files are unchanged', {
         stage: failure.stage,
         error: failure.message,
         trigger,
         ...(failure.stderrTail ? { stderr_tail: failure.stderrTail } : {}),
       });
-      await this.saveStatus('failed', trigger, failure, undefined);
+      await this.saveStatus('failed', trigger, failure, undefined, false);
       this.metrics?.renders.inc({ status: 'failed' });
       this.opts.events.emit('render:failed', failure);
       return { status: 'failed', failure };
     }
   }
 
-  /** Validates, stages, runs the check command, then swaps the changed files in; nothing is swapped on a failure. */
-  private async checkAndWrite(rendered: Rendered, changedFiles: string[], wanted: Record<string, string>): Promise<void> {
-    // An unchanged config.yaml passed this check when it was written; parsing it again only adds latency.
-    const valid = validateStaged(changedFiles.includes(CONFIG_FILE) ? rendered.configYaml : undefined, rendered.envFile, rendered.env);
-    if (!valid.ok) throw new StageError('check', valid.message);
-    const staged: StagedFile[] = [];
-    try {
-      for (const name of changedFiles) staged.push(await this.writer.stage(name, wanted[name]!, FILE_MODES[name]!));
-    } catch (err) {
-      await this.writer.discard(staged);
-      throw new StageError('write', `staging the files failed: ${(err as Error).message}`);
-    }
-    if (this.opts.checkCommand) {
-      const at = (name: string) => staged.find((s) => s.name === name)?.tempPath ?? this.writer.path(name);
-      const checked: CheckResult = await runCheckCommand(
-        this.opts.checkCommand,
-        { configPath: at(CONFIG_FILE), envPath: at(ENV_FILE), outputDir: this.opts.outputDir },
-        { timeoutMs: this.opts.checkTimeoutMs ?? 30_000, mask: (s) => this.mask(s, rendered.env) },
-      );
-      if (!checked.ok) {
-        await this.writer.discard(staged);
-        throw new StageError('check', checked.message, checked.stderrTail);
-      }
-    }
-    // The lead can be lost while the check ran; a follower must not touch the files.
-    if (!this.isLeader()) {
-      await this.writer.discard(staged);
-      throw new LostLead();
-    }
-    try {
-      await this.writer.commit(staged);
-    } catch (err) {
-      throw new StageError('write', `writing the files failed: ${(err as Error).message}`);
-    }
+  /**
+   * A reload was wished for (durably, before a swap) and never finished: a crash or a stop during
+   * the reload, a lead that moved, or a reload that failed every try (the Docker engine was down).
+   * The files on disk are current: they go to the reload queue again.
+   */
+  private async resumeReload(wish: ReloadWishRow, trigger: string, result: RenderResult): Promise<void> {
+    const last = this.last!;
+    const revision = last.revision ?? (await this.latestRevision().catch(() => undefined))?.revision ?? 0;
+    this.opts.log.info('a reload wished for earlier has not finished; handing the current files to reload', { generation: wish.wanted, done: wish.done, revision, trigger });
+    this.handToReload(this.reloadRequest(revision, last, [], result, new Map()), { generation: wish.wanted, resumed: true });
   }
 
-  /** Records the revision and names the keys that changed since the previous one, in one statement. */
-  private async record(rendered: Rendered, changedFiles: string[], trigger: string): Promise<{ revision: number | null; changedKeys: string[] }> {
-    try {
-      const { rows } = await withRetry(() =>
-        this.opts.pool.query<{ revision: number; changed_keys: string[] }>(
-          `WITH prev AS (SELECT coalesce((SELECT keys FROM sync_revisions ORDER BY revision DESC LIMIT 1), '{}'::jsonb) AS keys)
-           INSERT INTO sync_revisions (config_sha256, env_digest, changed_files, trigger, changed_keys, keys, skipped, instance_id)
-           SELECT $1, $2, $3, $4,
-             ARRAY(SELECT k FROM (SELECT jsonb_object_keys($5::jsonb) AS k UNION SELECT jsonb_object_keys(prev.keys)) ks
-                   WHERE ($5::jsonb -> k) IS DISTINCT FROM (prev.keys -> k) ORDER BY k),
-             $5::jsonb, $6::jsonb, $7
-           FROM prev
-           RETURNING revision, changed_keys`,
-          [rendered.configSha256, this.digest(rendered.envFile), changedFiles, trigger, JSON.stringify(rendered.keys), JSON.stringify(rendered.skipped), this.opts.instanceId],
-        ),
-      );
-      return { revision: rows[0]!.revision, changedKeys: rows[0]!.changed_keys };
-    } catch (err) {
-      // The files are already in place; LiteLLM must still get them.
-      this.opts.log.warn('the files were written but the revision could not be recorded', { err: (err as Error).message });
-      return { revision: null, changedKeys: [] };
-    }
-  }
-
-  private reloadRequest(revision: number, last: LastRender, changedFiles: string[], result: RenderResult): ReloadRequest {
+  private reloadRequest(revision: number, last: LastRender, changedFiles: string[], result: RenderResult, previous: PreviousFiles): ReloadRequest {
     const shas: Record<string, string> = { [CONFIG_FILE]: result.configSha256, [ENV_FILE]: result.envSha256 };
     return {
       revision,
@@ -458,10 +427,12 @@ export class Syncer {
       envPath: this.writer.path(ENV_FILE),
       env: { ...last.rendered.env },
       state: last.state,
+      trigger: result.trigger,
+      // The previous bytes are held here, in memory: litellm.env keeps no .bak on disk.
       restorePrevious: async () => {
         let all = changedFiles.length > 0;
         for (const name of changedFiles) {
-          const restored = await this.writer.restore(name, shas[name]);
+          const restored = await this.writer.restore(name, previous.get(name), shas[name]);
           all &&= restored;
           if (restored) {
             const now = await this.writer.read(name);
@@ -474,79 +445,45 @@ export class Syncer {
     };
   }
 
-  private async saveStatus(status: 'changed' | 'unchanged' | 'failed', trigger: string, failure: RenderFailure | null, result: RenderResult | undefined): Promise<void> {
+  private async saveStatus(
+    status: 'changed' | 'unchanged' | 'failed',
+    trigger: string,
+    failure: RenderFailure | null,
+    result: RenderResult | undefined,
+    usesMasterKey: boolean,
+  ): Promise<ReloadWishRow | undefined> {
     try {
-      await this.opts.pool.query(
-        `UPDATE sync_state SET last_attempt_at = now(), last_status = $1, last_trigger = $2, last_error = $3::jsonb,
-           last_duration_ms = $4, skipped = coalesce($5::jsonb, skipped), warnings = coalesce($6::jsonb, warnings), updated_at = now()
-         WHERE id = 1`,
-        [
-          status,
-          trigger,
-          failure ? JSON.stringify(failure) : null,
-          result?.durationMs ?? null,
-          result ? JSON.stringify(result.skipped) : null,
-          result ? JSON.stringify(result.warnings) : null,
-        ],
-      );
+      return await this.store.saveStatus(status, trigger, failure, result, usesMasterKey);
     } catch (err) {
       this.opts.log.warn('could not record the sync status', { err: (err as Error).message });
+      return undefined;
     }
   }
 
-  async latestRevision(): Promise<RevisionView | undefined> {
-    const { rows } = await this.opts.pool.query(`SELECT ${REVISION_COLUMNS} FROM sync_revisions ORDER BY revision DESC LIMIT 1`);
-    return rows[0] ? revisionView(rows[0]) : undefined;
+  latestRevision(): Promise<RevisionView | undefined> {
+    return this.store.latestRevision();
   }
 
-  async revisions(q: { limit: number; before?: number }): Promise<RevisionView[]> {
-    const { rows } = await this.opts.pool.query(
-      `SELECT ${REVISION_COLUMNS} FROM sync_revisions WHERE ($1::bigint IS NULL OR revision < $1) ORDER BY revision DESC LIMIT $2`,
-      [q.before ?? null, q.limit],
-    );
-    return rows.map(revisionView);
+  revisions(q: { limit: number; before?: number }): Promise<RevisionView[]> {
+    return this.store.revisions(q);
   }
 
   /** The sync status: revision, hashes on disk, who leads, the last render and reload, what is pending. */
-  async status(): Promise<Record<string, unknown>> {
-    const [leader, revision, stateRow, lastReload] = await Promise.all([
-      readLeader(this.opts.pool),
-      this.latestRevision(),
-      this.opts.pool.query('SELECT last_attempt_at, last_status, last_trigger, last_error, last_duration_ms, skipped, warnings FROM sync_state WHERE id = 1'),
-      Promise.resolve()
-        .then(() => this.opts.reloadStatus?.())
-        .catch((err: Error) => ({ error: this.mask(err.message) })),
-    ]);
-    const files: Record<string, unknown> = {};
-    for (const name of FILES) {
-      const bytes = await this.writer.read(name);
-      const text = bytes?.toString('utf8');
-      files[name] =
-        name === ENV_FILE
-          ? { path: this.writer.path(name), exists: bytes !== null, digest: text === undefined ? null : this.digest(text) }
-          : { path: this.writer.path(name), exists: bytes !== null, sha256: text === undefined ? null : sha256(text) };
-    }
-    const s = stateRow.rows[0] ?? {};
-    const pending = this.quiescence.pending;
-    return {
-      instance: this.opts.instanceId,
-      leader: leaderView(leader, this.opts.instanceId, this.isLeader()),
-      revision: revision ?? null,
-      files,
-      last_render: s.last_status
-        ? {
-            status: s.last_status,
-            trigger: s.last_trigger,
-            at: (s.last_attempt_at as Date).toISOString(),
-            duration_ms: s.last_duration_ms === null ? null : Math.round(Number(s.last_duration_ms) * 10) / 10,
-            error: s.last_error ?? null,
-          }
-        : null,
-      skipped: s.skipped ?? [],
-      warnings: s.warnings ?? [],
-      pending: { changes: pending.count, since: pending.since ? new Date(pending.since).toISOString() : null, rendering: this.running !== undefined },
-      last_reload: lastReload ?? null,
-    };
+  status(): Promise<Record<string, unknown>> {
+    return syncStatus({
+      pool: this.opts.pool,
+      store: this.store,
+      writer: this.writer,
+      instanceId: this.opts.instanceId,
+      leadsHere: this.isLeader(),
+      pending: this.quiescence.pending,
+      rendering: this.running !== undefined,
+      digest: this.digest,
+      reloadStatus: () =>
+        Promise.resolve()
+          .then(() => this.opts.reloadStatus?.())
+          .catch((err: Error) => ({ error: this.mask(err.message) })),
+    });
   }
 
   /** What a render would write now, secrets masked, with a diff against the files on disk. Writes nothing. */
@@ -558,23 +495,19 @@ export class Syncer {
       throw err instanceof StageError ? new Error(this.mask(err.message)) : err;
     }
     const { rendered } = current;
-    const secrets = [...Object.values(rendered.env)];
-    const maskFile = (name: string, text: string) => (name === ENV_FILE ? maskEnvText(text) : maskConfigText(this.opts.secrets.mask(text), secrets));
-    const changed: Record<string, boolean> = {};
-    const diff: Record<string, string> = {};
     const wanted: Record<string, string> = { [CONFIG_FILE]: rendered.configYaml, [ENV_FILE]: rendered.envFile };
-    for (const name of FILES) {
-      const onDisk = (await this.writer.read(name))?.toString('utf8') ?? '';
-      changed[name] = onDisk !== wanted[name];
-      diff[name] = changed[name] ? lineDiff(maskFile(name, onDisk), maskFile(name, wanted[name]!)) : '';
-    }
+    const onDisk: Record<string, string> = {};
+    for (const name of FILES) onDisk[name] = (await this.writer.read(name))?.toString('utf8') ?? '';
+    // Whole tokens only: masking by containment would tell an operator whether a guess is part of a key.
+    const secrets = [...new Set([...Object.values(rendered.env), ...this.opts.secrets.snapshot()])];
+    const masked = await this.worker.run('preview', { wanted, onDisk, secrets });
     return {
-      changed,
+      changed: masked.changed,
       config_sha256: rendered.configSha256,
       env_digest: this.digest(rendered.envFile),
-      config: maskFile(CONFIG_FILE, rendered.configYaml),
-      env: maskFile(ENV_FILE, rendered.envFile),
-      diff,
+      config: masked.config,
+      env: masked.env,
+      diff: masked.diff,
       deployments: rendered.deployments,
       skipped: rendered.skipped,
       warnings: rendered.warnings,
@@ -582,35 +515,10 @@ export class Syncer {
   }
 }
 
-function leaderView(leader: LeaderInfo, instance: string, leadsHere: boolean): Record<string, unknown> {
-  return {
-    instance: leader.instance ?? (leadsHere ? instance : null),
-    since: leader.since ? leader.since.toISOString() : null,
-    this_instance: leadsHere,
-  };
-}
 
-export interface RenderOnceDeps {
-  pool: Pool;
-  loadState: () => Promise<DesiredState>;
-  log: Logger;
-  secrets: SecretRegistry;
-  settings: Pick<Settings, 'outputDir' | 'baseConfig' | 'checkCommand' | 'reload' | 'instanceId' | 'reconcileIntervalMs' | 'syncWait'>;
-  reload?: (req: ReloadRequest) => void;
-  digest?: (text: string) => string;
-}
-
-export type RenderOnceResult = { dryRun: true; preview: SyncPreview } | { dryRun: false; outcome: SyncOutcome };
-
-/** Thrown by `keyplane render` when a serving instance leads: two writers must never race. */
-export class LeaderBusyError extends Error {
-  constructor(leader: string | null) {
-    super(`instance ${leader ?? '(unknown)'} leads and renders; ask it with POST /api/v1/admin/sync, or use --dry-run`);
-    this.name = 'LeaderBusyError';
-  }
-}
-
-export function syncerOptions(settings: RenderOnceDeps['settings'], deps: Omit<SyncerOptions, 'outputDir' | 'baseConfig' | 'wait' | 'reconcileIntervalMs' | 'checkCommand' | 'modelsInConfig' | 'instanceId'>): SyncerOptions {
+export function syncerOptions(
+  settings: Pick<Settings, 'outputDir' | 'baseConfig' | 'checkCommand' | 'reload' | 'instanceId' | 'reconcileIntervalMs' | 'syncWait'>,
+  deps: Omit<SyncerOptions, 'outputDir' | 'baseConfig' | 'wait' | 'reconcileIntervalMs' | 'checkCommand' | 'modelsInConfig' | 'instanceId'>): SyncerOptions {
   return {
     ...deps,
     outputDir: settings.outputDir,
@@ -621,41 +529,4 @@ export function syncerOptions(settings: RenderOnceDeps['settings'], deps: Omit<S
     modelsInConfig: settings.reload !== 'litellm-api',
     instanceId: settings.instanceId,
   };
-}
-
-/**
- * `keyplane render [--dry-run]`: with dry run, what would be written (masked) and the diff; else
- * one render, as the leader would do it, while holding the leader lock (refused when an instance
- * already leads).
- */
-export async function renderOnce(deps: RenderOnceDeps, opts: { dryRun: boolean }): Promise<RenderOnceResult> {
-  const syncer = new Syncer(
-    syncerOptions(deps.settings, { pool: deps.pool, loadState: deps.loadState, log: deps.log, secrets: deps.secrets, events: new SafeEmitter<SyncEvents>(), reload: deps.reload, digest: deps.digest }),
-  );
-  // A dry run touches nothing on disk, not even a missing output directory.
-  if (opts.dryRun) return { dryRun: true, preview: await syncer.preview() };
-  await syncer.prepare();
-  const conn = await deps.pool.connect();
-  try {
-    const { rows } = await conn.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [SYNC_LEADER_LOCK]);
-    if (!rows[0]?.ok) throw new LeaderBusyError((await readLeader(deps.pool)).instance);
-    try {
-      return { dryRun: false, outcome: await syncer.request('cli') };
-    } finally {
-      await conn.query('SELECT pg_advisory_unlock($1)', [SYNC_LEADER_LOCK]);
-    }
-  } finally {
-    conn.release();
-  }
-}
-
-/** A digest of what the litellm-api reloader manages (fingerprints, never values). */
-export function managedStateDigest(state: DesiredState): string {
-  return sha256(
-    JSON.stringify({
-      keys: state.keys.map((k) => [k.name, k.envVar, k.fingerprint]),
-      providers: state.providers,
-      models: state.models,
-    }),
-  );
 }

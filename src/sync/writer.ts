@@ -1,12 +1,20 @@
-import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { access, chmod, copyFile, link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { sha256 } from './renderer';
+import { isTempName, tempPath } from './temp-files';
 
 export const CONFIG_FILE = 'config.yaml';
 export const ENV_FILE = 'litellm.env';
 export const FILE_MODES: Readonly<Record<string, number>> = { [CONFIG_FILE]: 0o644, [ENV_FILE]: 0o600 };
+/**
+ * Files that hold secrets get no `.bak` on disk: a revoked value must leave the disk with the render
+ * that revokes it. The content they replace is handed back by commit(), kept in memory for a rollback.
+ */
+export const SECRET_FILES: ReadonlySet<string> = new Set([ENV_FILE]);
+
+/** Per committed file, the bytes it replaced (null: there was none). */
+export type PreviousFiles = Map<string, Buffer | null>;
 
 /** The output directory cannot be used: the message names the setting, the directory and why. */
 export class OutputDirError extends Error {
@@ -23,8 +31,6 @@ export interface StagedFile {
   finalPath: string;
 }
 
-const TEMP = /^\..+\.[0-9a-f]{12}\.tmp$/;
-
 function errCode(err: unknown): string {
   return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 }
@@ -35,8 +41,8 @@ async function removeQuietly(file: string): Promise<void> {
 
 /**
  * Writes files the way consul-template does: a temp file in the same directory, fsync, chmod,
- * rename over the target, fsync of the directory. The previous file is kept as `<name>.bak`;
- * a temp file never outlives a failure.
+ * rename over the target, fsync of the directory. The previous file is kept as `<name>.bak`, except
+ * for SECRET_FILES; a temp file never outlives a failure.
  */
 export class AtomicWriter {
   constructor(readonly dir: string) {}
@@ -45,7 +51,10 @@ export class AtomicWriter {
     return path.join(this.dir, name);
   }
 
-  /** Creates the directory (0755) when missing, proves it writable, and removes temp files a crash left. */
+  /**
+   * Creates the directory (0755) when missing, proves it writable, and removes temp files a crash
+   * left and the `.bak` of a secret file an earlier version kept.
+   */
   async prepare(): Promise<void> {
     const st = await stat(this.dir).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return undefined;
@@ -68,7 +77,12 @@ export class AtomicWriter {
     } catch (err) {
       throw new OutputDirError(this.dir, `is not writable (${errCode(err)})`);
     }
-    for (const f of await readdir(this.dir)) if (TEMP.test(f)) await removeQuietly(path.join(this.dir, f));
+    for (const f of await readdir(this.dir)) if (isTempName(f)) await removeQuietly(path.join(this.dir, f));
+    await this.removeSecretBackups();
+  }
+
+  private async removeSecretBackups(): Promise<void> {
+    for (const name of SECRET_FILES) await removeQuietly(this.path(`${name}.bak`));
   }
 
   async read(name: string): Promise<Buffer | null> {
@@ -82,20 +96,20 @@ export class AtomicWriter {
 
   /** Writes `data` to a temp file beside `name` with `mode`, fsynced; removes it again on any failure. */
   async stage(name: string, data: string | Buffer, mode: number): Promise<StagedFile> {
-    const tempPath = path.join(this.dir, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+    const temp = tempPath(this.dir, name);
     let fh;
     try {
-      fh = await open(tempPath, 'wx', mode);
+      fh = await open(temp, 'wx', mode);
       await fh.writeFile(data);
       await fh.sync();
       // The mode given to open() is filtered by the umask; chmod sets it exactly.
       await fh.chmod(mode);
       await fh.close();
       fh = undefined;
-      return { name, tempPath, finalPath: this.path(name) };
+      return { name, tempPath: temp, finalPath: this.path(name) };
     } catch (err) {
       await fh?.close().catch(() => undefined);
-      await removeQuietly(tempPath);
+      await removeQuietly(temp);
       throw err;
     }
   }
@@ -105,42 +119,47 @@ export class AtomicWriter {
   }
 
   /**
-   * Puts staged files in place, each after keeping its predecessor as `.bak`, then fsyncs the
-   * directory. On a failure the temp files not yet renamed are removed, the files already renamed
-   * go back to what they were (config.yaml and litellm.env must never be left from two revisions),
-   * and the error is rethrown.
+   * Puts staged files in place, each after keeping its predecessor (as `.bak` on disk, or only in
+   * memory for SECRET_FILES), then fsyncs the directory, and returns the predecessors. On a failure
+   * the temp files not yet renamed are removed, the files already renamed go back to what they were
+   * (config.yaml and litellm.env must never be left from two revisions), and the error is rethrown.
    */
-  async commit(staged: StagedFile[]): Promise<void> {
-    const renamed: Array<{ name: string; hadPredecessor: boolean }> = [];
+  async commit(staged: StagedFile[]): Promise<PreviousFiles> {
+    const previous: PreviousFiles = new Map();
+    const renamed: string[] = [];
     try {
       for (const s of staged) {
-        const hadPredecessor = await this.backup(s.name);
+        previous.set(s.name, await this.read(s.name));
+        if (!SECRET_FILES.has(s.name)) await this.backup(s.name);
         await rename(s.tempPath, s.finalPath);
-        renamed.push({ name: s.name, hadPredecessor });
+        renamed.push(s.name);
       }
     } catch (err) {
       await this.discard(staged.slice(renamed.length));
-      for (const r of renamed.reverse()) {
-        if (r.hadPredecessor) await this.restore(r.name).catch(() => undefined);
-        else await removeQuietly(this.path(r.name));
+      for (const name of renamed.reverse()) {
+        const before = previous.get(name);
+        if (before) await this.restore(name, before).catch(() => undefined);
+        else await removeQuietly(this.path(name));
       }
       throw err;
     }
     await this.syncDir();
+    await this.removeSecretBackups();
+    return previous;
   }
 
   /**
-   * Puts `<name>.bak` back in place of `name`, if the live file still has `expectedSha256` (a newer
-   * revision is never rolled back). The `.bak` stays. Returns whether it restored anything.
+   * Puts `previous` (what commit() returned for `name`) back in place of `name`, if the live file
+   * still has `expectedSha256` (a newer revision is never rolled back). Returns whether it restored
+   * anything; with no previous content there is nothing to restore.
    */
-  async restore(name: string, expectedSha256?: string): Promise<boolean> {
-    const bak = await this.read(`${name}.bak`);
-    if (!bak) return false;
+  async restore(name: string, previous: Buffer | null | undefined, expectedSha256?: string): Promise<boolean> {
+    if (!previous) return false;
     if (expectedSha256 !== undefined) {
       const live = await this.read(name);
       if (!live || sha256(live.toString('utf8')) !== expectedSha256) return false;
     }
-    const s = await this.stage(name, bak, FILE_MODES[name] ?? 0o644);
+    const s = await this.stage(name, previous, FILE_MODES[name] ?? 0o644);
     try {
       await rename(s.tempPath, s.finalPath);
     } catch (err) {
@@ -151,15 +170,15 @@ export class AtomicWriter {
     return true;
   }
 
-  /** Keeps the current file as `.bak` without a moment where the live name is missing (hard link, then rename); false when there was none. */
-  private async backup(name: string): Promise<boolean> {
+  /** Keeps the current file as `.bak` without a moment where the live name is missing (hard link, then rename). */
+  private async backup(name: string): Promise<void> {
     const live = this.path(name);
-    const tmp = path.join(this.dir, `.${name}.bak.${randomBytes(6).toString('hex')}.tmp`);
+    const tmp = tempPath(this.dir, `${name}.bak`);
     try {
       await link(live, tmp);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return false;
+      if (code === 'ENOENT') return;
       if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
       await copyFile(live, tmp);
     }
@@ -169,7 +188,6 @@ export class AtomicWriter {
       await removeQuietly(tmp);
       throw err;
     }
-    return true;
   }
 
   private async syncDir(): Promise<void> {

@@ -13,8 +13,8 @@ export function envFileText(env: Record<string, string>): string {
 }
 
 /**
- * Writes revisions of config.yaml and litellm.env with the real atomic writer (previous file kept
- * as .bak) and hands out the ReloadRequest the syncer would.
+ * Writes revisions of config.yaml and litellm.env with the real atomic writer (the previous files
+ * kept in memory, as the syncer keeps them) and hands out the ReloadRequest the syncer would.
  */
 export class RevisionFiles {
   readonly writer: AtomicWriter;
@@ -32,7 +32,7 @@ export class RevisionFiles {
   async write(revision: number, env: Record<string, string>): Promise<ReloadRequest> {
     const config = `# revision ${revision}\nmodel_list: []\n`;
     const envText = envFileText(env);
-    await this.writer.commit([await this.writer.stage(CONFIG_FILE, config, 0o644), await this.writer.stage(ENV_FILE, envText, 0o600)]);
+    const previous = await this.writer.commit([await this.writer.stage(CONFIG_FILE, config, 0o644), await this.writer.stage(ENV_FILE, envText, 0o600)]);
     return {
       revision,
       outputDir: this.dir,
@@ -41,8 +41,8 @@ export class RevisionFiles {
       env: { ...env },
       state: EMPTY_STATE,
       restorePrevious: async () => {
-        const a = await this.writer.restore(CONFIG_FILE, sha(config));
-        const b = await this.writer.restore(ENV_FILE, sha(envText));
+        const a = await this.writer.restore(CONFIG_FILE, previous.get(CONFIG_FILE), sha(config));
+        const b = await this.writer.restore(ENV_FILE, previous.get(ENV_FILE), sha(envText));
         return a || b;
       },
     };

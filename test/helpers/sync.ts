@@ -10,6 +10,7 @@ import { SafeEmitter } from '../../src/events';
 import { PlatformKeysService } from '../../src/features/platform-keys/platform-keys-service';
 import type { RequestContext } from '../../src/http/principal';
 import { createLogger, SecretRegistry, type Logger } from '../../src/log';
+import type { ReloadWish } from '../../src/reload/reload-queue';
 import type { ReloadRequest } from '../../src/reload/reloader';
 import { loadDesiredState } from '../../src/sync/desired-state';
 import type { SyncEvents } from '../../src/sync/sync-events';
@@ -66,6 +67,8 @@ export interface SyncInstance {
   settings: Settings;
   dir: string;
   reloads: ReloadRequest[];
+  /** The wish each of `reloads` was handed with. */
+  wishes: Array<ReloadWish | undefined>;
   logs: CapturedLog;
 }
 
@@ -73,8 +76,12 @@ export interface SyncInstanceOptions {
   env?: Record<string, string>;
   instanceId?: string;
   logs?: CapturedLog;
-  reload?: (req: ReloadRequest) => void;
+  reload?: (req: ReloadRequest, wish?: ReloadWish) => void;
   reloadStatus?: () => unknown;
+  /** The database URL of the two dedicated sessions (LISTEN, leader lock), e.g. through a proxy; default `url`. */
+  sessionUrl?: string;
+  leaderTimeoutMs?: number;
+  leaderCheckMs?: number;
 }
 
 /** One keyplane instance's sync stage against `url`, files in a temp dir. Not started. */
@@ -89,20 +96,24 @@ export function syncInstance(url: string, pool: Pool, keys: PlatformKeysService,
   });
   const events = new SafeEmitter<SyncEvents>();
   const reloads: ReloadRequest[] = [];
+  const wishes: Array<ReloadWish | undefined> = [];
   const runtime = createSyncRuntime(settings, {
     pool,
-    connectionString: url,
+    connectionString: opts.sessionUrl ?? url,
     loadState: () => loadDesiredState(pool, keys),
     log: logs.log,
     secrets: logs.secrets,
     events,
-    reload: (req) => {
+    reload: (req, wish) => {
       reloads.push(req);
-      opts.reload?.(req);
+      wishes.push(wish);
+      opts.reload?.(req, wish);
     },
     reloadStatus: opts.reloadStatus,
     leaderPollMs: 100,
+    leaderTimeoutMs: opts.leaderTimeoutMs,
+    leaderCheckMs: opts.leaderCheckMs,
     backoff: { baseMs: 20, maxMs: 500 },
   });
-  return { runtime, events, settings, dir, reloads, logs };
+  return { runtime, events, settings, dir, reloads, wishes, logs };
 }

@@ -6,6 +6,8 @@ import type { RouteTable } from '../../http/route-table';
 import { parse, queryInt } from '../../http/validate';
 import { cursorParam, encodeCursor, limitParam } from '../../http/paging';
 import { ValidationFailed } from '../../http/errors';
+import { claimForcedReload } from '../../sync/sync-store';
+import { roleAtLeast } from '../../http/principal';
 import type { SyncOutcome, Syncer } from '../../sync/syncer';
 import { appendAudit } from '../audit/audit-store';
 
@@ -14,6 +16,20 @@ export interface SyncRouteDeps {
   pool: Pool;
   /** Whether this instance leads; a follower forwards POST /sync to the leader. */
   isLeader: () => boolean;
+  /** At most one `force_reload` per this many seconds, for the whole deployment (30). */
+  forceReloadIntervalS?: number;
+}
+
+/** A forced reload restarts LiteLLM: they are rate limited, so that no operator can keep it restarting. */
+class ForceReloadLimited extends AppError {
+  constructor(readonly retryAfterSeconds: number, intervalS: number) {
+    super(
+      429,
+      'force-reload-limited',
+      'Too many forced reloads',
+      `a forced reload restarts LiteLLM, so one is allowed every ${intervalS} s for the whole deployment; retry after ${retryAfterSeconds} s (a render without force_reload is not limited)`,
+    );
+  }
 }
 
 const syncBody = z.strictObject({
@@ -64,12 +80,23 @@ export function registerSyncRoutes(table: RouteTable, deps: SyncRouteDeps): void
     tag: 'sync',
     summary: 'Render now (and reload when a file changed, or always with force_reload)',
     body: syncBody,
-    responses: { 202: 'Forwarded to the leading instance', 422: 'The render failed; the live files are unchanged', 503: 'The desired state could not be read' },
+    responses: {
+      202: 'Forwarded to the leading instance',
+      422: 'The render failed; the live files are unchanged',
+      429: "An operator's forced reload less than 30 s after the last one (Retry-After says when); admins are not limited",
+      503: 'The desired state could not be read',
+    },
     handler: async (req: Request, res, ctx) => {
       const body = parse(syncBody, req.body ?? {});
-      await withTransaction(deps.pool, (c) =>
-        appendAudit(c, { actor: ctx.principal.actor, action: 'sync.render', target: 'sync', requestId: ctx.requestId, details: { force_reload: body.force_reload ?? false } }),
-      );
+      await withTransaction(deps.pool, async (c) => {
+        // An operator could otherwise keep LiteLLM restarting; an admin at 3 a.m. is not held back.
+        if (body.force_reload && !roleAtLeast(ctx.principal.role, 'admin')) {
+          const intervalS = deps.forceReloadIntervalS ?? 30;
+          const waitS = await claimForcedReload(c, intervalS);
+          if (waitS > 0) throw new ForceReloadLimited(waitS, intervalS);
+        }
+        await appendAudit(c, { actor: ctx.principal.actor, action: 'sync.render', target: 'sync', requestId: ctx.requestId, details: { force_reload: body.force_reload ?? false } });
+      });
       if (!deps.isLeader()) {
         await syncer.forwardToLeader({ forceReload: body.force_reload });
         res.status(202);
@@ -78,7 +105,7 @@ export function registerSyncRoutes(table: RouteTable, deps: SyncRouteDeps): void
       const outcome = await syncer.syncNow({ forceReload: body.force_reload });
       if (outcome.status === 'failed') {
         const f = outcome.failure;
-        throw new AppError(f.stage === 'state' ? 503 : 422, 'render-failed', 'Render failed', `${f.stage}: ${f.message}; the live files are unchanged`, {
+        throw new AppError(f.stage === 'state' || f.stage === 'record' ? 503 : 422, 'render-failed', 'Render failed', `${f.stage}: ${f.message}; the live files are unchanged`, {
           stage: f.stage,
           ...(f.stderrTail !== undefined ? { stderr_tail: f.stderrTail } : {}),
         });
