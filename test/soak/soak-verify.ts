@@ -99,7 +99,7 @@ export function judgeVersions(states: Map<string, KeyState>, records: PutRecord[
       landed.add(tag);
       if (rec.status === 200) continue; // compared below, from the request's side
       if (unknownOutcome(rec)) figures.unknownLanded++;
-      else foreign.push(`${key} v${v.version}: stored, but its request was answered ${rec.status} ${rec.problem ?? ''}`.trim());
+      else foreign.push(`${key} v${v.version}: stored, but its request (${rec.ifMatch === undefined ? 'no If-Match' : `If-Match "${rec.ifMatch}"`}) was answered ${rec.status} ${rec.problem ?? ''}`.trim());
     }
     const ackedVersions = new Map<number, number>();
     for (const rec of records) {

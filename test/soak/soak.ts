@@ -6,7 +6,7 @@ import { spawnEmbeddedPostgres, type EmbeddedCluster } from '../helpers/embedded
 import { keyPath, startLoad, ValueMaker, type PutRecord } from './soak-clients';
 import { JsonClient } from './soak-http';
 import { startKeyplane, tail, type KeyplaneProcess } from './soak-procs';
-import { restartPostgres, type RestartTimes } from './soak-restart';
+import { restartPostgres, type RestartTimes, type StopMode } from './soak-restart';
 import { checkEnvFile, fetchAudit, fetchKeyState, judgeAudit, judgeVersions, type Check, type KeyState } from './soak-verify';
 
 /**
@@ -16,7 +16,8 @@ import { checkEnvFile, fetchAudit, fetchKeyState, judgeAudit, judgeVersions, typ
  * stored version is traced to the request that sent it, the audit chain is verified, and
  * litellm.env must end with every key's last value. Prints the figures and one PASS/FAIL line per
  * check; exits 1 on any FAIL. SOAK_SECONDS, SOAK_CLIENTS, SOAK_KEYS, SOAK_RESTART_AT (seconds into
- * the load), SOAK_OUTAGE_MS and SOAK_IF_MATCH_RATE override the defaults for quick runs.
+ * the load), SOAK_OUTAGE_MS and SOAK_IF_MATCH_RATE override the defaults for quick runs;
+ * SOAK_PG_STOP=immediate makes the stop a crash-like one (see StopMode).
  */
 function numberEnv(name: string, dflt: number): number {
   const raw = process.env[name];
@@ -32,6 +33,8 @@ const keyCount = numberEnv('SOAK_KEYS', 20);
 const restartAt = numberEnv('SOAK_RESTART_AT', seconds / 2);
 const outageMs = numberEnv('SOAK_OUTAGE_MS', 2_000);
 const ifMatchRate = numberEnv('SOAK_IF_MATCH_RATE', 0.5);
+const stopMode = (process.env.SOAK_PG_STOP || 'fast') as StopMode;
+if (stopMode !== 'fast' && stopMode !== 'immediate') throw new Error(`SOAK_PG_STOP=${stopMode}: must be fast or immediate`);
 
 const cleanups: Array<() => Promise<void>> = [];
 async function cleanUp(): Promise<void> {
@@ -86,7 +89,7 @@ async function main(): Promise<number> {
   }
   const rssAtStart = kp.peakRssKiB();
 
-  console.log(`soak: ${clients} clients rotate ${keyCount} keys for ${seconds} s (If-Match on ${Math.round(ifMatchRate * 100)}% of PUTs); Postgres restarted at ${restartAt} s, down ${outageMs} ms; keyplane pid ${kp.proc.pid}`);
+  console.log(`soak: ${clients} clients rotate ${keyCount} keys for ${seconds} s (If-Match on ${Math.round(ifMatchRate * 100)}% of PUTs); Postgres restarted (${stopMode} stop) at ${restartAt} s, held down ${outageMs} ms; keyplane pid ${kp.proc.pid}`);
   const loadStart = performance.now();
   const load = startLoad({ base: kp.base, token: operator.token, clients, keys, values, ifMatchRate, startVersion: 1 });
   cleanups.push(async () => {
@@ -98,7 +101,7 @@ async function main(): Promise<number> {
   let restart: RestartTimes | undefined;
   const restarted = (async () => {
     await new Promise((r) => setTimeout(r, restartAt * 1000));
-    if (restartAt < seconds) restart = await restartPostgres(cluster, probe, outageMs);
+    if (restartAt < seconds) restart = await restartPostgres(cluster, probe, { holdMs: outageMs, mode: stopMode, pgDataDir: path.join(pgDir, 'pg') });
   })();
   // Both the timer and the restart run out before the load stops; a restart that fails ends the soak.
   await Promise.all([new Promise((r) => setTimeout(r, seconds * 1000)), restarted]);
