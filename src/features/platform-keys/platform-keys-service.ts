@@ -231,7 +231,10 @@ export class PlatformKeysService {
       // (these exact versions with these values) before anything is written again.
       this.heads.delete(name);
       if (!isConnectionError(err)) throw err;
-      const landed = await withRetry(() => this.store.versionFingerprints(name, items[0]!.version, items[items.length - 1]!.version));
+      // A look that fails leaves the outcome unknown: "unavailable, retry" would have it written twice.
+      const landed = await withRetry(() => this.store.versionFingerprints(name, items[0]!.version, items[items.length - 1]!.version)).catch(() => {
+        throw new CommitOutcomeUnknown(err);
+      });
       if (landed.size === 0) return undefined;
       if (!items.every((it) => landed.get(it.version) === it.fingerprint)) throw new CommitOutcomeUnknown(err);
       row = await this.store.get(name);
