@@ -13,7 +13,7 @@ import type { Keyring } from './crypto/keyring';
 import { assertKeyringCovers, loadFingerprinter } from './crypto/secret-tables';
 import { Authenticator } from './http/auth';
 import { RouteTable } from './http/route-table';
-import { createApp } from './http/app';
+import { answerClientError, createApp, securityHeaders } from './http/app';
 import { AuditStore } from './features/audit/audit-store';
 import { registerAuditRoutes } from './features/audit/audit-routes';
 import { TokensStore } from './features/tokens/tokens-store';
@@ -213,6 +213,8 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       const app = createApp({ log: log.child({ component: 'http' }), metrics, pool, auth, routes, version: VERSION, trustedProxies: settings.trustedProxies });
       const server = createServer(app);
       server.keepAliveTimeout = 65_000;
+      const headers = securityHeaders();
+      server.on('clientError', (err: Error & { code?: string }, socket) => answerClientError(err, socket, headers));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(settings.listen.port, settings.listen.host, () => resolve());

@@ -31,6 +31,46 @@ function problem(res: express.Response, status: number, type: string, title: str
     .send(JSON.stringify({ type: `https://keyplane.dev/problems/${type}`, title, status, detail, ...extra, request_id: res.locals.requestId }));
 }
 
+const HELMET: Parameters<typeof helmet>[0] = {
+  contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+  frameguard: { action: 'deny' },
+};
+
+/** The headers helmet sets, for answers written below Express (a request Node cannot parse). */
+export function securityHeaders(): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const res = { setHeader: (k: string, v: string) => (headers[k.toLowerCase()] = String(v)), removeHeader: () => undefined };
+  helmet(HELMET)({ headers: {} } as never, res as never, () => undefined);
+  return headers;
+}
+
+/**
+ * A request Node's parser refuses (bad request line, headers too large) never reaches Express: it
+ * gets a problem+json answer with the same security headers, then the connection is closed.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: import('node:stream').Duplex, headers = securityHeaders()): void {
+  if (!socket.writable || err.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const status = tooLarge ? 431 : 400;
+  const body = JSON.stringify({
+    type: `https://keyplane.dev/problems/${tooLarge ? 'headers-too-large' : 'malformed-request'}`,
+    title: tooLarge ? 'Request header fields too large' : 'Malformed request',
+    status,
+    detail: tooLarge ? 'the request headers are too large' : 'the request could not be parsed as HTTP',
+  });
+  const lines = [
+    `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}`,
+    'Content-Type: application/problem+json',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'Connection: close',
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+  ];
+  socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
+}
+
 export function createApp(deps: AppDeps): Express {
   const { log, metrics, pool, auth, routes } = deps;
   const app = express();
@@ -39,12 +79,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', deps.trustedProxies?.length ? deps.trustedProxies : false);
   // Security headers on every response, errors and /metrics included. A JSON API loads nothing
   // and is framed by nobody.
-  app.use(
-    helmet({
-      contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-      frameguard: { action: 'deny' },
-    }),
-  );
+  app.use(helmet(HELMET));
 
   app.use(((req, res, next) => {
     const given = req.get('x-request-id');
