@@ -110,3 +110,14 @@ export function deploymentPairs(d: PairInput, keyOfEnv: ReadonlyMap<string, stri
   }
   return { pairs, unknownRefs };
 }
+
+// litellm_params that choose where a request (and its key) goes: keyplane sets the destination with
+// api_base alone, so that every pair it approves is the pair LiteLLM uses.
+const DESTINATION_PARAMS = new Set(['base_url', 'litellm_credential_name', 'custom_llm_provider', 'api_base', 'model']);
+const DESTINATION_SEGMENTS = new Set(['url', 'uri', 'endpoint', 'host', 'hostname', 'proxy']);
+
+/** Whether a top-level litellm_params name steers the destination (`base_url`, `aws_bedrock_runtime_endpoint`, ...). */
+export function isDestinationParam(name: string): boolean {
+  const lower = name.toLowerCase();
+  return DESTINATION_PARAMS.has(lower) || lower.split(/[_-]/).some((s) => DESTINATION_SEGMENTS.has(s));
+}

@@ -98,6 +98,37 @@ describe('key destinations: a key goes only where an admin sent it', () => {
     expect(moved.body.errors[0].rule).toContain('platform key corp to https://api.openai.com');
   });
 
+  it('parameters that would move a request elsewhere are refused for everyone, and left out when written around the API', async () => {
+    const base = { model_name: 'gpt-4o', provider: 'openai', model: 'gpt-4o' };
+    for (const token of [operator, t.adminToken]) {
+      const res = await as(token)
+        .post('/api/v1/admin/models')
+        .send({ ...base, litellm_params: { base_url: evil.base('b'), litellm_credential_name: 'admins-cred', custom_llm_provider: 'mistral', aws_bedrock_runtime_endpoint: evil.base('c'), temperature: 0.1 } })
+        .expect(400);
+      expect(res.body.errors.map((e: { field: string }) => e.field).sort()).toEqual([
+        'litellm_params.aws_bedrock_runtime_endpoint',
+        'litellm_params.base_url',
+        'litellm_params.custom_llm_provider',
+        'litellm_params.litellm_credential_name',
+      ]);
+    }
+    // The openai provider's api_base is its kind's default, so keyplane renders none: a row's own would go through.
+    const id = (await t.db.pool.query<{ id: string }>("INSERT INTO models (id, model_name, provider, model, litellm_params) VALUES (gen_random_uuid(), 'steered', 'openai', 'gpt-4o', $1) RETURNING id", [{ api_base: evil.base('s') }])).rows[0]!.id;
+    const status = await sync();
+    expect(status.skipped).toContainEqual({ id, model_name: 'steered', provider: 'openai', reason: 'destination_param', detail: 'api_base' });
+    expect(JSON.stringify(config())).not.toContain(new URL(evil.url).origin);
+    await t.db.pool.query('DELETE FROM models WHERE id = $1', [id]);
+  });
+
+  it("renaming an existing key's env var is an admin's call (LiteLLM reads some variables on its own)", async () => {
+    const res = await as(operator).put('/api/v1/admin/platform-keys/openai').send({ api_key: OPENAI, env_var: 'ANTHROPIC_API_KEY' }).expect(403);
+    expect(res.body.errors).toEqual([{ field: 'env_var', rule: expect.stringMatching(/needs the admin role/) }]);
+    expect((await t.api().get('/api/v1/admin/platform-keys/openai').expect(200)).body.env_var).toBe('OPENAI_API_KEY');
+    // A new key of the operator's own, with its own variable, sends no existing key anywhere.
+    await as(operator).put('/api/v1/admin/platform-keys/opkey').send({ api_key: 'op-own-key-0123456789', env_var: 'OPKEY_SECRET' }).expect(200);
+    await as(t.adminToken).put('/api/v1/admin/platform-keys/opkey').send({ api_key: 'op-own-key-0123456789', env_var: 'OPKEY_TOKEN' }).expect(200);
+  });
+
   it('a pair written around the API is neither rendered, nor probed, nor used by validate', async () => {
     // A row an operator could not have written through the API (or an approval revoked since).
     await t.db.pool.query("INSERT INTO providers (slug, kind, api_base, key_name) VALUES ('sneaky', 'openai', $1, 'openai')", [evil.base('sneaky')]);

@@ -1,4 +1,4 @@
-import { Approvals, destinationOf } from '../destinations';
+import { Approvals, destinationOf, isDestinationParam } from '../destinations';
 import { envVarProblem, isReservedKey, keyValueProblem } from '../key-rules';
 import { ENV_REF } from '../secret-params';
 import type { DesiredKey, DesiredModel, DesiredProvider, DesiredState } from './desired-state';
@@ -17,6 +17,7 @@ export type SkipReason =
   | 'reserved_key'
   | 'host_not_approved'
   | 'env_ref_not_approved'
+  | 'destination_param'
   | 'holds_secret';
 
 /** A deployment left out of `model_list`, reported in the sync status. */
@@ -115,6 +116,13 @@ export function eligibility(state: DesiredState): Eligibility {
     const destination = destinationOf(provider.kind, m.apiBase ?? provider.apiBase);
     if (!approvals.has(key.name, destination)) {
       skip('host_not_approved', destination);
+      continue;
+    }
+    // A parameter that moves the request elsewhere would make the approved pair not the one LiteLLM uses
+    // (`model` is always keyplane's own).
+    const steering = Object.keys(m.litellmParams ?? {}).find((p) => isDestinationParam(p) && p !== 'model');
+    if (steering) {
+      skip('destination_param', steering);
       continue;
     }
     const badRef = envRefProblem(m, destination, byEnv, approvals);

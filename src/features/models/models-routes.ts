@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isDestinationParam } from '../../destinations';
 import type { RouteTable } from '../../http/route-table';
 import { httpUrl, name, parse, queryString } from '../../http/validate';
 import { cursorParam, limitParam, toPage } from '../../http/paging';
@@ -48,7 +49,10 @@ export const modelBody = z
     }
     for (const k of Object.keys(b.litellm_params ?? {})) {
       if (MANAGED_PARAMS.has(k)) ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'is managed by keyplane: set it with the top-level field instead' });
-      // The renderer merges litellm_params with `k in params`, which is true for these: they would be dropped.
+      else if (isDestinationParam(k)) {
+        ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: "chooses where requests and their key go: set the model's api_base instead (an admin approves its host)" });
+      }
+      // Names every JavaScript object inherits are no LiteLLM parameters.
       else if (k in Object.prototype) ctx.addIssue({ code: 'custom', path: ['litellm_params', k], message: 'is not a LiteLLM parameter (a name JavaScript objects inherit)' });
     }
   });

@@ -2,8 +2,8 @@ import type { Pool, PoolClient } from '../../db/pool';
 import { CommitOutcomeUnknown, isConnectionError, TransientConflict, withBatchedTransaction, withRetry, withTransaction } from '../../db/pool';
 import { type Fingerprinter, type Keyring, last4, maskKey } from '../../crypto/keyring';
 import { platformKeyRef } from '../../crypto/secret-tables';
-import { Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed } from '../../http/errors';
-import type { RequestContext } from '../../http/principal';
+import { AppError, Conflict, NotFound, PreconditionFailed, Unprocessable, ValidationFailed } from '../../http/errors';
+import { roleAtLeast, type RequestContext } from '../../http/principal';
 import { appendAudit, auditRow, auditStatement } from '../audit/audit-store';
 import { KeyedMutex } from '../../keyed-mutex';
 import { envVarProblem, MASTER_KEY_NAME } from '../../key-rules';
@@ -371,6 +371,13 @@ export class PlatformKeysService {
       }
       const { value, expiresAt, envVar: askedEnvVar, rolledBackTo } = await source(c);
       const envVar = askedEnvVar ?? head?.env_var ?? defaultEnvVar(name);
+      // LiteLLM reads some env vars on its own (OPENAI_API_KEY for any openai model without a key):
+      // renaming an existing key's variable can send it to another provider, so it is an admin's call.
+      if (head && envVar !== head.env_var && !roleAtLeast(ctx.principal.role, 'admin')) {
+        throw new AppError(403, 'destination-not-approved', 'Destination not approved', `env_var: renaming the env var of an existing key (${head.env_var}) needs the admin role: LiteLLM may send a key to a provider by its variable's name alone`, {
+          errors: [{ field: 'env_var', rule: 'renaming the env var of an existing key needs the admin role' }],
+        });
+      }
       if (!head && askedEnvVar === undefined) {
         const rule = envVarProblem(envVar, name);
         if (rule) throw new ValidationFailed([{ field: 'env_var', rule: `is required here: the default ${envVar} ${rule}` }]);
