@@ -228,6 +228,14 @@ describe('data the API accepts never stalls sync (item 7)', () => {
     await t.api().post('/api/v1/admin/models').send({ model_name: 'router-llama', provider: 'openrouter', model: 'meta-llama/llama-3-70b' }).expect(201);
     const asModelName = await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: 'router-llama' }).expect(400);
     expect(asModelName.body.errors).toEqual([{ field: 'api_key', rule: expect.stringMatching(/equals a model field/) }]);
+    // In a burst of rotations written together, the one that clashes fails alone.
+    const burst = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: i === 5 ? 'router-llama' : `sk-or-v1-burst-${i}-0123456789` })),
+    );
+    expect(burst.map((r) => r.status)).toEqual(Array.from({ length: 12 }, (_, i) => (i === 5 ? 400 : 200)));
+    const versions = burst.filter((r) => r.status === 200).map((r) => r.body.version as number).sort((a, b) => a - b);
+    expect(versions).toEqual(Array.from({ length: 11 }, (_, i) => versions[0]! + i));
+    await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: KEY }).expect(200);
     const inParams = await t.api().post('/api/v1/admin/models').send({ model_name: 'm2', provider: 'openrouter', model: 'x', model_info: { note: KEY } }).expect(400);
     expect(inParams.body.errors).toEqual([{ field: 'model_info.note', rule: expect.stringMatching(/value of a platform key/) }]);
     expect(JSON.stringify(inParams.body)).not.toContain(KEY);

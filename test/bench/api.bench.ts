@@ -76,11 +76,16 @@ async function main(): Promise<void> {
         'non-2xx/errors': r.non2xx + r.errors + r.timeouts,
       });
     }
-    const versions = (await (await fetch(`${url}/versions`, { headers })).json()) as { items: unknown[] };
+    let versionCount = 0;
+    for (let cursor: string | null = ''; cursor !== null; ) {
+      const page = (await (await fetch(`${url}/versions?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { headers })).json()) as { items: unknown[]; next_cursor: string | null };
+      versionCount += page.items.length;
+      cursor = page.next_cursor;
+    }
     const sync = (await (await fetch(`${base}/api/v1/admin/sync`, { headers })).json()) as { revision?: { revision?: number } };
     console.log(`bench:api: keyplane serve (own process, embedded Postgres), ${seconds} s each, 20 connections`);
     console.table(results);
-    console.log(`versions written by the PUT run: ${versions.items.length - 1}; revisions of LiteLLM's files rendered meanwhile: ${sync.revision?.revision ?? 0}`);
+    console.log(`versions written by the PUT run: ${versionCount - 1}; revisions of LiteLLM's files rendered meanwhile: ${sync.revision?.revision ?? 0}`);
   } finally {
     await new Promise<void>((resolve) => {
       if (server.exitCode !== null) return resolve();

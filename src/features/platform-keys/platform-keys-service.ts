@@ -142,9 +142,6 @@ export class PlatformKeysService {
     if (name === MASTER_KEY_NAME && !input.api_key.startsWith('sk-')) {
       throw new ValidationFailed([{ field: 'api_key', rule: "must start with sk-: LiteLLM refuses a master key that does not" }]);
     }
-    // A value that equals a model's or a route's string would make that row look like a leak and drop it from the render.
-    const clash = await this.store.textEqualTo(input.api_key);
-    if (clash) throw new ValidationFailed([{ field: 'api_key', rule: `equals a ${clash} already stored in clear; a key's value must be the provider's secret` }]);
     if (input.validate) await this.validateKey(name, input.api_key);
     const expiresAt = input.expires_at ? new Date(input.expires_at) : null;
     const head = this.heads.get(name);
@@ -225,7 +222,7 @@ export class PlatformKeysService {
     );
     let row: KeyRow | undefined;
     try {
-      row = await this.store.rotateMany(this.pool, { name, envVar: head.envVar, prev: head.version }, items);
+      row = await this.store.rotateMany(this.pool, { name, envVar: head.envVar, prev: head.version }, batch.map((r) => r.value), items);
     } catch (err) {
       // The statement is its own transaction: after a broken connection, look whether it committed
       // (these exact versions with these values) before anything is written again.
@@ -370,6 +367,10 @@ export class PlatformKeysService {
         );
       }
       const { value, expiresAt, envVar: askedEnvVar, rolledBackTo } = await source(c);
+      // A value that equals a model's or a route's string would make that row look like a leak and drop
+      // it from the render (the batched path checks the same inside its statement).
+      const clash = await this.store.textEqualTo(value, c);
+      if (clash) throw new ValidationFailed([{ field: 'api_key', rule: `equals a ${clash} already stored in clear; a key's value must be the provider's secret` }]);
       const envVar = askedEnvVar ?? head?.env_var ?? defaultEnvVar(name);
       // LiteLLM reads some env vars on its own (OPENAI_API_KEY for any openai model without a key):
       // renaming an existing key's variable can send it to another provider, so it is an admin's call.

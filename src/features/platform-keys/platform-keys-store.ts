@@ -26,6 +26,24 @@ export interface VersionRow {
   created_at: Date;
 }
 
+/** Where clear text is stored that a key's value must never equal: SQL conditions on a text expression `v`. */
+const CLEAR_TEXT: Array<{ what: string; sql: (v: string) => string }> = [
+  { what: 'model field', sql: (v) => `EXISTS (SELECT 1 FROM models WHERE model_name = ${v} OR model = ${v} OR api_base = ${v})` },
+  {
+    what: 'model parameter',
+    sql: (v) => `EXISTS (SELECT 1 FROM models WHERE jsonb_path_exists(litellm_params, 'strict $.** ? (@ == $v)', jsonb_build_object('v', ${v}), true)
+      OR jsonb_path_exists(model_info, 'strict $.** ? (@ == $v)', jsonb_build_object('v', ${v}), true)
+      OR jsonb_path_exists(litellm_params, 'lax $.**.keyvalue() ? (@.key == $v)', jsonb_build_object('v', ${v}), true)
+      OR jsonb_path_exists(model_info, 'lax $.**.keyvalue() ? (@.key == $v)', jsonb_build_object('v', ${v}), true))`,
+  },
+  {
+    what: 'routing name',
+    sql: (v) => `EXISTS (SELECT 1 FROM routing WHERE aliases ? ${v} OR fallbacks ? ${v}
+      OR jsonb_path_exists(aliases, 'strict $.** ? (@ == $v)', jsonb_build_object('v', ${v}), true)
+      OR jsonb_path_exists(fallbacks, 'strict $.** ? (@ == $v)', jsonb_build_object('v', ${v}), true))`,
+  },
+];
+
 const KEY_COLUMNS = `k.name, k.env_var, k.current_version, k.expires_at, k.created_at, k.updated_at, v.fingerprint, v.last4, v.kid`;
 
 export class PlatformKeysStore {
@@ -109,11 +127,13 @@ export class PlatformKeysStore {
    * Rotations of one key as one statement (one round trip, atomic on its own): versions prev+1 ..
    * prev+k, the head moved to the last only if it is still at `prev`, and one audit row per
    * version, chained in order from the chain's head (sha256(prev_hash || digest), as auditHash
-   * computes it). No row back: the key is not at `prev` any more (another instance wrote it) or is gone.
+   * computes it). No row back: the key is not at `prev` any more (another instance wrote it) or is
+   * gone, or one of `values` equals stored clear text (see textEqualTo; the locked path says which).
    */
   async rotateMany(
     pool: Pool,
     key: { name: string; envVar: string; prev: number },
+    values: string[],
     items: Array<{ version: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expiresAt: Date | null; createdBy: string; audit: AuditRowInput }>,
   ): Promise<KeyRow | undefined> {
     const last = items[items.length - 1]!;
@@ -137,7 +157,9 @@ export class PlatformKeysStore {
     const { rows: out } = await pool.query<KeyRow>(
       `WITH RECURSIVE
          h AS (UPDATE platform_keys SET current_version = $4::int, expires_at = $5::timestamptz, updated_at = now()
-               WHERE name = $1 AND env_var = $2 AND current_version = $3::int RETURNING *),
+               WHERE name = $1 AND env_var = $2 AND current_version = $3::int
+                 AND NOT EXISTS (SELECT 1 FROM unnest($11::text[]) AS nv(s) WHERE ${CLEAR_TEXT.map((c) => c.sql('nv.s')).join(' OR ')})
+               RETURNING *),
          x AS (SELECT * FROM jsonb_to_recordset($6::jsonb) AS x(i int, version int, jwe jsonb, kid text, fingerprint text, last4 text,
                expires_at timestamptz, created_by text, at timestamptz, actor text, action text, target text, request_id text, details jsonb, digest text)),
          v AS (INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by)
@@ -153,7 +175,7 @@ export class PlatformKeysStore {
          moved AS (UPDATE audit_head SET hash = (SELECT hash FROM chain ORDER BY i DESC LIMIT 1) WHERE id = 1 AND EXISTS (SELECT 1 FROM head))
        SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, $7::text AS fingerprint, $8::text AS last4, $9::text AS kid
        FROM h WHERE (SELECT count(*) FROM v) = $10::int`,
-      [key.name, key.envVar, key.prev, last.version, last.expiresAt, JSON.stringify(rows), last.fingerprint, last.last4, last.kid, items.length],
+      [key.name, key.envVar, key.prev, last.version, last.expiresAt, JSON.stringify(rows), last.fingerprint, last.last4, last.kid, items.length, values],
     );
     return out[0];
   }
@@ -171,19 +193,9 @@ export class PlatformKeysStore {
    * What kind of clear-text string already equals `value` (a model's name, id, api_base, any value or
    * key in its litellm_params or model_info, an alias or fallback), or undefined. Equality only.
    */
-  async textEqualTo(value: string): Promise<string | undefined> {
-    const { rows } = await this.pool.query<{ what: string | null }>(
-      `WITH v AS (SELECT $1::text AS s, jsonb_build_object('v', $1::text) AS vars)
-       SELECT CASE
-         WHEN EXISTS (SELECT 1 FROM models, v WHERE model_name = v.s OR model = v.s OR api_base = v.s) THEN 'model field'
-         WHEN EXISTS (SELECT 1 FROM models, v WHERE jsonb_path_exists(litellm_params, 'strict $.** ? (@ == $v)', v.vars, true)
-                        OR jsonb_path_exists(model_info, 'strict $.** ? (@ == $v)', v.vars, true)
-                        OR jsonb_path_exists(litellm_params, 'lax $.**.keyvalue() ? (@.key == $v)', v.vars, true)
-                        OR jsonb_path_exists(model_info, 'lax $.**.keyvalue() ? (@.key == $v)', v.vars, true)) THEN 'model parameter'
-         WHEN EXISTS (SELECT 1 FROM routing, v WHERE aliases ? v.s OR fallbacks ? v.s
-                        OR jsonb_path_exists(aliases, 'strict $.** ? (@ == $v)', v.vars, true)
-                        OR jsonb_path_exists(fallbacks, 'strict $.** ? (@ == $v)', v.vars, true)) THEN 'routing name'
-       END AS what`,
+  async textEqualTo(value: string, client: Pool | PoolClient = this.pool): Promise<string | undefined> {
+    const { rows } = await client.query<{ what: string | null }>(
+      `SELECT CASE ${CLEAR_TEXT.map((c) => `WHEN ${c.sql('$1::text')} THEN '${c.what}'`).join(' ')} END AS what`,
       [value],
     );
     return rows[0]?.what ?? undefined;
