@@ -221,9 +221,19 @@ export class PlatformKeysService {
       }),
     );
     let row: KeyRow | undefined;
+    // Connected first: a database that cannot be reached has seen nothing, so that is "unavailable",
+    // never "outcome unknown".
+    const client = await this.pool.connect();
+    let failure: unknown;
     try {
-      row = await this.store.rotateMany(this.pool, { name, envVar: head.envVar, prev: head.version }, batch.map((r) => r.value), items);
+      row = await this.store.rotateMany(client, { name, envVar: head.envVar, prev: head.version }, batch.map((r) => r.value), items);
     } catch (err) {
+      failure = err;
+    } finally {
+      client.release(failure !== undefined && isConnectionError(failure) ? (failure as Error) : undefined);
+    }
+    if (failure !== undefined) {
+      const err = failure;
       // The statement is its own transaction: after a broken connection, look whether it committed
       // (these exact versions with these values) before anything is written again.
       this.heads.delete(name);

@@ -131,7 +131,7 @@ export class PlatformKeysStore {
    * gone, or one of `values` equals stored clear text (see textEqualTo; the locked path says which).
    */
   async rotateMany(
-    pool: Pool,
+    client: Pool | PoolClient,
     key: { name: string; envVar: string; prev: number },
     values: string[],
     items: Array<{ version: number; jwe: StoredJwe; kid: string; fingerprint: string; last4: string; expiresAt: Date | null; createdBy: string; audit: AuditRowInput }>,
@@ -154,7 +154,7 @@ export class PlatformKeysStore {
       details: it.audit.details,
       digest: it.audit.digest,
     }));
-    const { rows: out } = await pool.query<KeyRow>(
+    const { rows: out } = await client.query<KeyRow>(
       `WITH RECURSIVE
          h AS (UPDATE platform_keys SET current_version = $4::int, expires_at = $5::timestamptz, updated_at = now()
                WHERE name = $1 AND env_var = $2 AND current_version = $3::int
