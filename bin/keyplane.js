@@ -1,12 +1,39 @@
 #!/usr/bin/env node
 'use strict';
-// Runs the compiled CLI when it was built (npm run build), else the TypeScript source through tsx.
+// Runs the compiled CLI when it was built (npm run build) from the current sources, else the
+// TypeScript source through tsx (a checkout being edited never runs a stale build).
 const path = require('node:path');
 const fs = require('node:fs');
-const built = path.join(__dirname, '..', 'dist', 'cli.js');
-if (fs.existsSync(built)) {
+
+const root = path.join(__dirname, '..');
+const built = path.join(root, 'dist', 'cli.js');
+
+/** The newest modification time under `dir` (0 when it does not exist). */
+function newest(dir) {
+  let t = 0;
+  let entries;
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+function fresh() {
+  if (!fs.existsSync(built)) return false;
+  // A runtime tree (compose image, /opt/keyplane) ships no sources: its build is the code.
+  const src = path.join(root, 'src');
+  return !fs.existsSync(src) || newest(src) <= fs.statSync(built).mtimeMs;
+}
+
+if (fresh()) {
   require(built).main();
 } else {
   require('tsx/cjs');
-  require(path.join(__dirname, '..', 'src', 'cli.ts')).main();
+  require(path.join(root, 'src', 'cli.ts')).main();
 }
