@@ -55,6 +55,7 @@ case $NODE in /*) ;; *) die "node not found: install Node.js 20 or newer (apt-ge
 "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' ||
   die "$NODE is Node.js $("$NODE" --version); keyplane needs 20 or newer"
 command -v npm >/dev/null 2>&1 || die "npm not found: it lays down keyplane's production dependencies"
+[ -f "$SRC/dist/cli.js" ] || [ -x "$SRC/node_modules/.bin/tsc" ] || die "run npm ci in $SRC first: it builds keyplane"
 LITELLM_USER=${LITELLM_USER:-litellm}
 case $LITELLM_USER in '' | [!a-z_]* | *[!a-z0-9_-]*) die "LITELLM_USER=$LITELLM_USER is not a user name" ;; esac
 
@@ -280,15 +281,18 @@ else
   DB=external
 fi
 
+# The path unit restarts LiteLLM only when keyplane does not reload it itself.
 ENABLE=keyplane.service
-[ "$RELOAD" = command ] || ENABLE="$ENABLE litellm-reload.path"
+case $RELOAD in '' | none) ENABLE="$ENABLE litellm-reload.path" ;; esac
 if [ $SYSTEMD = yes ]; then
   echo "- systemd: enable and (re)start $ENABLE"
   systemctl daemon-reload
+  # shellcheck disable=SC2086 # ENABLE is a list of unit names
   systemctl enable --quiet $ENABLE
   # Restart, not start: an upgrade must run the build just laid down.
+  # shellcheck disable=SC2086
   systemctl restart $ENABLE
-  if [ "$RELOAD" = command ]; then systemctl disable --quiet --now litellm-reload.path 2>/dev/null || true; fi
+  case $ENABLE in *litellm-reload.path) ;; *) systemctl disable --quiet --now litellm-reload.path 2>/dev/null || true ;; esac
   if [ "$DB" = missing ]; then note "keyplane.service cannot start before its database exists"; fi
   note "check: systemctl status keyplane; journalctl -u keyplane; sudo keyplane doctor"
 else
