@@ -162,15 +162,18 @@ rm -rf "$ROOT/opt/keyplane.old"
 
 echo "- /etc/keyplane (settings, master key)"
 dir 0750 0 "$KP_GID" "$ROOT/etc/keyplane"
-key=$("$NODE" "$ROOT/opt/keyplane/bin/keyplane.js" master-key generate | tail -n 1)
-case $key in *:?*) ;; *) die "keyplane master-key generate printed no key" ;; esac
-if printf '%s\n' "$key" | create_once 0600 0 0 "$ROOT/etc/keyplane/master.key"; then
-  note "master key generated: /etc/keyplane/master.key. Back it up somewhere safe: without it no stored key can be decrypted."
-else
+if [ -e "$ROOT/etc/keyplane/master.key" ]; then
   note "master key kept: /etc/keyplane/master.key"
+else
+  # One id:base64 entry of 32 bytes, whatever else the command prints.
+  key=$("$NODE" "$ROOT/opt/keyplane/bin/keyplane.js" master-key generate | grep -E '^[A-Za-z0-9_.-]+:[A-Za-z0-9+/]{43}=$' | head -n 1)
+  [ -n "$key" ] || die "keyplane master-key generate printed no key"
+  printf '%s\n' "$key" | create_once 0600 0 0 "$ROOT/etc/keyplane/master.key" || true
+  key=
+  note "master key generated: /etc/keyplane/master.key. Back it up somewhere safe: without it no stored key can be decrypted."
 fi
-key=
-token=$("$NODE" -e 'process.stdout.write(require("node:crypto").randomBytes(32).toString("base64url"))')
+token=
+[ -e "$ROOT/etc/keyplane/keyplane.env" ] || token=$("$NODE" -e 'process.stdout.write(require("node:crypto").randomBytes(32).toString("base64url"))')
 if create_once 0600 0 0 "$ROOT/etc/keyplane/keyplane.env" <<EOF; then
 # keyplane's settings for keyplane.service: systemd reads this file (as root) at every start.
 # install.sh wrote it once and never changes it again. Every setting is described in README.md.
@@ -221,7 +224,7 @@ put 0644 0 0 "$SRC/systemd/litellm-reload.service" "$UNITS/litellm-reload.servic
 # An admin's own litellm.service (in /etc or from a package) wins; the example never shadows it.
 OWN_LITELLM=
 for d in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
-  [ -e "$ROOT$d/litellm.service" ] && OWN_LITELLM=$d/litellm.service
+  if [ -e "$ROOT$d/litellm.service" ]; then OWN_LITELLM=$d/litellm.service; fi
 done
 if [ -z "$OWN_LITELLM" ]; then
   sed -e "s|^User=litellm\$|User=$LITELLM_USER|" -e "s|^Group=litellm\$|Group=$(group_name "$LL_GID")|" \
@@ -289,11 +292,14 @@ if [ $SYSTEMD = yes ]; then
   systemctl daemon-reload
   # shellcheck disable=SC2086 # ENABLE is a list of unit names
   systemctl enable --quiet $ENABLE
-  # Restart, not start: an upgrade must run the build just laid down.
-  # shellcheck disable=SC2086
-  systemctl restart $ENABLE
   case $ENABLE in *litellm-reload.path) ;; *) systemctl disable --quiet --now litellm-reload.path 2>/dev/null || true ;; esac
-  if [ "$DB" = missing ]; then note "keyplane.service cannot start before its database exists"; fi
+  if [ "$DB" = missing ]; then
+    note "keyplane.service is enabled, not started: start it once its database exists (systemctl start keyplane)"
+  else
+    # Restart, not start: an upgrade must run the build just laid down.
+    # shellcheck disable=SC2086
+    systemctl restart $ENABLE
+  fi
   note "check: systemctl status keyplane; journalctl -u keyplane; sudo keyplane doctor"
 else
   echo "- systemd is not running here${ROOT:+ (files laid down under $ROOT)}; on the target, run:"
