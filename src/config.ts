@@ -18,6 +18,7 @@ export interface Settings {
   masterKey?: string;
   masterKeyFile?: string;
   adminToken?: string;
+  adminTokenFile?: string;
   jwtSecret?: string;
   jwksUrl?: string;
   jwtIssuer?: string;
@@ -143,6 +144,22 @@ function proxies(raw: string, env: string): string[] {
   return entries;
 }
 
+function adminToken(raw: string, env: string): string {
+  if (raw.length < 16) throw new ConfigError(env, 'must be at least 16 characters');
+  return raw;
+}
+
+/** The admin token from its file (a Docker or systemd secret), checked like KEYPLANE_ADMIN_TOKEN; the error never shows it. */
+function adminTokenFromFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('KEYPLANE_ADMIN_TOKEN_FILE', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  return adminToken(text.trim(), 'KEYPLANE_ADMIN_TOKEN_FILE');
+}
+
 function d<K extends keyof Settings>(key: K, env: string, parse: Def<K>['parse'], secret = false): Def<K> {
   return { key, env, parse, secret };
 }
@@ -153,10 +170,8 @@ const DEFS = [
   d('listen', 'KEYPLANE_LISTEN', parseListen),
   d('masterKey', 'KEYPLANE_MASTER_KEY', str, true),
   d('masterKeyFile', 'KEYPLANE_MASTER_KEY_FILE', (r) => path.resolve(r)),
-  d('adminToken', 'KEYPLANE_ADMIN_TOKEN', (r, env) => {
-    if (r.length < 16) throw new ConfigError(env, 'must be at least 16 characters');
-    return r;
-  }, true),
+  d('adminToken', 'KEYPLANE_ADMIN_TOKEN', adminToken, true),
+  d('adminTokenFile', 'KEYPLANE_ADMIN_TOKEN_FILE', (r) => path.resolve(r)),
   d('jwtSecret', 'KEYPLANE_JWT_SECRET', (r, env) => {
     if (r.length < 32) throw new ConfigError(env, 'must be at least 32 characters for HS256');
     return r;
@@ -260,6 +275,7 @@ export function loadSettings(env: Source = process.env, flags: Source = {}): Set
   }
   if (dataDirRaw && !merged.KEYPLANE_OUTPUT_DIR) s.outputDir = path.join(s.dataDir, 'litellm');
   validate(s);
+  if (s.adminTokenFile) s.adminToken = adminTokenFromFile(s.adminTokenFile);
   return s;
 }
 
@@ -271,6 +287,7 @@ function pick(env: Source): Source {
 
 function validate(s: Settings): void {
   if (s.masterKey && s.masterKeyFile) throw new ConfigError('KEYPLANE_MASTER_KEY_FILE', 'set either KEYPLANE_MASTER_KEY or KEYPLANE_MASTER_KEY_FILE, not both');
+  if (s.adminToken && s.adminTokenFile) throw new ConfigError('KEYPLANE_ADMIN_TOKEN_FILE', 'set either KEYPLANE_ADMIN_TOKEN or KEYPLANE_ADMIN_TOKEN_FILE, not both');
   if (s.jwtSecret && s.jwksUrl) throw new ConfigError('KEYPLANE_JWKS_URL', 'set either KEYPLANE_JWT_SECRET or KEYPLANE_JWKS_URL, not both');
   // A JWKS usually belongs to an identity provider that signs tokens for many applications: without
   // both checks, a token it issued for any of them would be accepted here.

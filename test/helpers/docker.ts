@@ -14,8 +14,10 @@ const HOW_TO_START =
 
 /**
  * The LiteLLM stand-in: serves /health/liveliness and /env (the environment it started with) on
- * 127.0.0.1:$STANDIN_PORT, and writes that environment into the mounted /out. STANDIN_FAIL naming
- * this replica (or `all`) makes it never get live; STANDIN_DELAY (seconds) slows its start.
+ * $STANDIN_HOST:$STANDIN_PORT (127.0.0.1 on the host network; 0.0.0.0 in its own network
+ * namespace on a bridge network, as LiteLLM listens in our compose file), and writes that
+ * environment into the mounted /out. STANDIN_FAIL naming this replica (or `all`) makes it never
+ * get live; STANDIN_DELAY (seconds) slows its start.
  */
 const STANDIN_SCRIPT = `#!/bin/sh
 if [ "$STANDIN_FAIL" = "all" ] || [ "$STANDIN_FAIL" = "$STANDIN_NAME" ]; then exec sleep 100000; fi
@@ -24,7 +26,7 @@ mkdir -p /tmp/www/health
 env | sort > /tmp/www/env
 if [ -d /out ]; then env | sort > "/out/standin-$STANDIN_NAME.env"; fi
 echo "I'm alive!" > /tmp/www/health/liveliness
-exec httpd -f -p "127.0.0.1:$STANDIN_PORT" -h /tmp/www
+exec httpd -f -p "\${STANDIN_HOST:-127.0.0.1}:$STANDIN_PORT" -h /tmp/www
 `;
 const APPLETS = ['sh', 'env', 'sort', 'sleep', 'httpd', 'mkdir', 'echo', 'cat', 'wget'];
 const IMAGE_TAG = createHash('sha256').update(STANDIN_SCRIPT).update(APPLETS.join()).digest('hex').slice(0, 12);
@@ -74,16 +76,25 @@ export async function ensureStandInImage(docker: Docker): Promise<string> {
   }
 }
 
+/** A user-defined network a stand-in joins, with the names it answers to there. */
+export interface StandInNetwork {
+  name: string;
+  aliases?: string[];
+}
+
 export interface StandInOptions {
   name: string;
   port: number;
-  /** Mounted at /out (the output directory: never a single file). */
+  /** Mounted at /out (the output directory: never a single file), or at `outTarget`. */
   outDir: string;
+  outTarget?: string;
+  /** User-defined bridge networks, the first as its network mode (as compose does); default: the host network. */
+  networks?: StandInNetwork[];
   env?: Record<string, string>;
   /** Default: the stand-in itself; restart-mode tests read the env file first, like our compose file. */
   cmd?: string[];
   labels?: Record<string, string>;
-  /** Without the `keyplane.litellm-url` label the reloader must find liveliness another way. */
+  /** Without the `keyplane.litellm-url` label the reloader must find liveliness another way (default: with it on the host network, without on a bridge). */
   urlLabel?: boolean;
   healthcheck?: Docker.HealthConfig;
   /** Anonymous volumes, as `-v /path` makes them. */
@@ -104,32 +115,54 @@ export class StandIns {
     return `http://127.0.0.1:${port}`;
   }
 
+  /** Where a stand-in answers from this host: its loopback port, or its address on its first network. */
+  async urlOf(c: Docker.Container, port: number): Promise<string> {
+    const info = await c.inspect();
+    if (info.HostConfig.NetworkMode === 'host') return this.url(port);
+    const ip = info.NetworkSettings.Networks?.[info.HostConfig.NetworkMode ?? '']?.IPAddress;
+    if (!ip) throw new Error(`${info.Name} has no address on ${info.HostConfig.NetworkMode ?? 'its network'}`);
+    return `http://${ip}:${port}`;
+  }
+
   async run(o: StandInOptions): Promise<Docker.Container> {
     const c = await this.create(o);
     await c.start();
-    await waitForLiveliness(this.url(o.port), { timeoutMs: 15_000 });
+    await waitForLiveliness(await this.urlOf(c, o.port), { timeoutMs: 15_000 });
     return c;
   }
 
   /** Created, not started (as a replacement is before its start). */
   async create(o: StandInOptions): Promise<Docker.Container> {
-    const env = { STANDIN_NAME: o.name, STANDIN_PORT: String(o.port), ...o.env };
-    return this.docker.createContainer({
+    const [primary, ...later] = o.networks ?? [];
+    const env = { STANDIN_NAME: o.name, STANDIN_PORT: String(o.port), ...(primary ? { STANDIN_HOST: '0.0.0.0' } : {}), ...o.env };
+    const urlLabel = o.urlLabel ?? !primary;
+    const c = await this.docker.createContainer({
       name: o.name,
       Image: STANDIN_IMAGE,
       Cmd: o.cmd ?? ['/standin.sh'],
       Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
-      Labels: { [this.runLabel]: this.runId, ...(o.urlLabel === false ? {} : { [LABEL_URL]: this.url(o.port) }), ...o.labels },
+      Labels: { [this.runLabel]: this.runId, ...(urlLabel ? { [LABEL_URL]: this.url(o.port) } : {}), ...o.labels },
       Healthcheck: o.healthcheck,
       StopTimeout: 5,
       ...(o.volumes ? { Volumes: Object.fromEntries(o.volumes.map((v) => [v, {}])) } : {}),
-      HostConfig: { NetworkMode: 'host', Init: true, Binds: [`${o.outDir}:/out`], RestartPolicy: { Name: 'no' } },
+      HostConfig: { NetworkMode: primary?.name ?? 'host', Init: true, Binds: [`${o.outDir}:${o.outTarget ?? '/out'}`], RestartPolicy: { Name: 'no' } },
+      ...(primary ? { NetworkingConfig: { EndpointsConfig: { [primary.name]: { Aliases: primary.aliases } } } } : {}),
     });
+    // API 1.41 takes one network at create; compose connects the others before the start, as here.
+    for (const n of later) await this.docker.getNetwork(n.name).connect({ Container: c.id, EndpointConfig: { Aliases: n.aliases } });
+    return c;
   }
 
-  /** The environment the stand-in on `port` started with, as it serves it. */
-  async servedEnv(port: number): Promise<Record<string, string>> {
-    const res = await fetch(`${this.url(port)}/env`, { signal: AbortSignal.timeout(2_000) });
+  /** A user-defined bridge network (as compose makes one), removed with this test file's containers. */
+  async network(name: string): Promise<string> {
+    await this.docker.createNetwork({ Name: name, Driver: 'bridge', Labels: { [this.runLabel]: this.runId } });
+    return name;
+  }
+
+  /** The environment the stand-in at `where` (a loopback port, or a base URL) started with, as it serves it. */
+  async servedEnv(where: number | string): Promise<Record<string, string>> {
+    const base = typeof where === 'number' ? this.url(where) : where;
+    const res = await fetch(`${base}/env`, { signal: AbortSignal.timeout(2_000) });
     if (!res.ok) throw new Error(`GET /env answered ${res.status}`);
     const out: Record<string, string> = {};
     for (const line of (await res.text()).split('\n')) {
@@ -144,7 +177,7 @@ export class StandIns {
     return this.docker.listContainers({ all: true, filters: { label: [`${this.runLabel}=${this.runId}`] } });
   }
 
-  /** Removes every container of this test file, and the volumes they had (a recreate keeps them on purpose). */
+  /** Removes every container of this test file, the volumes they had (a recreate keeps them on purpose), and its networks. */
   async removeAll(): Promise<void> {
     const volumes = new Set<string>();
     for (const c of await this.list()) {
@@ -152,6 +185,8 @@ export class StandIns {
       await this.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
     }
     for (const v of volumes) await this.docker.getVolume(v).remove().catch(() => undefined);
+    const networks = await this.docker.listNetworks({ filters: { label: [`${this.runLabel}=${this.runId}`] } });
+    for (const n of networks) await this.docker.getNetwork(n.Id).remove().catch(() => undefined);
   }
 }
 
