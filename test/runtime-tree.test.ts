@@ -140,7 +140,7 @@ describe('compose/Dockerfile', () => {
   });
 
   it('is sent every file its COPY instructions name, and nothing else (never compose/secrets)', () => {
-    const ignore = readFileSync(path.join(COMPOSE_DIR, 'Dockerfile.dockerignore'), 'utf8')
+    const ignore = readFileSync(path.join(COMPOSE_DIR, '..', '.dockerignore'), 'utf8')
       .split('\n')
       .filter((l) => l.trim() && !l.startsWith('#'));
     expect(ignore[0]).toBe('*');
