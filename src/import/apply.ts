@@ -67,7 +67,7 @@ export async function applyPlan(
   }
   for (const pr of plan.providers) {
     try {
-      await svc.providers.put(pr.slug, { kind: pr.kind, key_name: pr.keyName }, ctx);
+      await svc.providers.put(pr.slug, { kind: pr.kind, key_name: pr.keyName, ...(pr.apiBase !== undefined ? { api_base: pr.apiBase } : {}) }, ctx);
       out.providers.push(pr.slug);
     } catch (err) {
       refused(err, () => ({ ...inConfig(pr.at), field: `${pathText(pr.at)} (provider ${pr.slug})` }));

@@ -13,6 +13,8 @@ export interface PlannedProvider {
   slug: string;
   kind: string;
   keyName: string;
+  /** A credential's api_base: where its key goes. */
+  apiBase?: string;
   at: YamlPath;
 }
 
@@ -91,10 +93,12 @@ function planCredentials(p: Planner, list: unknown): Map<string, Credential> {
     const cred: Credential = { params: {}, used: false, ...(typeof info.custom_llm_provider === 'string' ? { kind: info.custom_llm_provider } : {}) };
     for (const [k, v] of Object.entries(c.credential_values)) {
       const vat: YamlPath = [...at, 'credential_values', k];
-      if (k === 'api_key') cred.keyName = keyOf(p, v, vat, base);
+      if (k === 'api_key') cred.keyName = keyOf(p, v, vat, base, base);
       else if (k === 'api_base' || k === 'base_url') {
         const value = plainString(p, v, vat);
-        if (value !== undefined) cred.apiBase = { value, at: vat };
+        const rule = value === undefined ? undefined : httpUrlProblem(value);
+        if (rule) p.problemAt(vat, rule);
+        else if (value !== undefined) cred.apiBase = { value, at: vat };
       } else if (isDestinationParam(k)) p.problemAt(vat, "chooses where requests and their key go: keyplane sets a destination with api_base only");
       else if (isSecretParam(k, v)) cred.params[k] = secretParam(p, v, vat, `${base}_${k}`);
       else cred.params[k] = plainValue(p, v, vat);
@@ -105,12 +109,15 @@ function planCredentials(p: Planner, list: unknown): Map<string, Credential> {
   return out;
 }
 
-/** The platform key an `api_key` value stands for: a referenced env var's key, or a new key for a value written in clear. */
-function keyOf(p: Planner, v: unknown, at: YamlPath, base: string): string | undefined {
+/**
+ * The platform key an `api_key` value stands for: a referenced env var's key (named after the
+ * variable, or `refName`), or a new key named `base` for a value written in clear.
+ */
+function keyOf(p: Planner, v: unknown, at: YamlPath, base: string, refName?: string): string | undefined {
   const ref = envRef(v);
   if (ref) {
     if (ref.dollar) p.notes.push(`${pathText(at)}: \${${ref.envVar}} (which LiteLLM does not expand itself) read as os.environ/${ref.envVar}`);
-    return p.refKey(ref.envVar, at, { name: base });
+    return p.refKey(ref.envVar, at, refName ? { name: refName } : {});
   }
   if (typeof v === 'string' && v) {
     return p.literalKey(v, at, base)?.name;
@@ -179,14 +186,14 @@ function planModel(p: Planner, entry: unknown, at: YamlPath, credentials: Map<st
     if (!cred) p.problemAt([...lpAt, 'litellm_credential_name'], `names no credential of credential_list`);
     else cred.used = true;
   }
+  // A bad kind is one problem; the key and parameters are still checked, so each problem is reported at once.
   const kindAndModel = kindOf(p, lp, lpAt, cred);
-  if (!kindAndModel) return undefined;
-  const { kind, upstream } = kindAndModel;
+  const kind = kindAndModel?.kind ?? 'model';
 
   let keyName: string | undefined;
   if (lp.api_key !== undefined) keyName = keyOf(p, lp.api_key, [...lpAt, 'api_key'], kind.replace(/_ai$/, ''));
   else if (cred) keyName = cred.keyName;
-  else {
+  else if (kindAndModel) {
     const envVar = defaultKeyVars(kind).find((v) => p.env.has(v) || p.ownerOf(v));
     if (envVar) {
       keyName = p.refKey(envVar, lpAt);
@@ -203,9 +210,7 @@ function planModel(p: Planner, entry: unknown, at: YamlPath, credentials: Map<st
     return value === undefined ? [] : [{ value, at: [...lpAt, name] as YamlPath }];
   });
   if (own.length === 2 && own[0]!.value !== own[1]!.value) p.problemAt(own[1]!.at, 'differs from api_base: LiteLLM would use one of them, keyplane cannot tell which');
-  const apiBase = own[0] ?? cred?.apiBase;
-  const urlRule = apiBase && httpUrlProblem(apiBase.value);
-  if (urlRule) p.problemAt(apiBase!.at, urlRule);
+  const apiBase = own[0];
 
   const params: Record<string, unknown> = { ...(cred?.params ?? {}) };
   for (const [k, v] of Object.entries(lp)) {
@@ -216,6 +221,7 @@ function planModel(p: Planner, entry: unknown, at: YamlPath, credentials: Map<st
     else params[k] = plainValue(p, v, pat);
   }
 
+  if (!kindAndModel) return undefined;
   const pathOf = (field: string): YamlPath => {
     const [head, ...rest] = field.split('.');
     if (head === 'model_name') return [...at, 'model_name'];
@@ -225,11 +231,13 @@ function planModel(p: Planner, entry: unknown, at: YamlPath, credentials: Map<st
     if (head === 'model_info') return [...at, 'model_info', ...rest];
     return at;
   };
-  const slug = providerFor(p, kind, keyName, at, providers);
+  // A new provider goes where its key went: the credential's api_base, else the deployment's own
+  // (without one, it would approve the key for its kind's public API too).
+  const slug = providerFor(p, { kind, keyName, apiBase: cred?.apiBase?.value, newBase: cred?.apiBase?.value ?? apiBase?.value }, at, providers);
   const raw = {
     model_name: entry.model_name,
     provider: slug,
-    model: upstream,
+    model: kindAndModel.upstream,
     ...(apiBase ? { api_base: apiBase.value } : {}),
     ...(lp.rpm != null ? { rpm: lp.rpm } : {}),
     ...(lp.tpm != null ? { tpm: lp.tpm } : {}),
@@ -270,16 +278,20 @@ function kindOf(p: Planner, lp: Record<string, unknown>, lpAt: YamlPath, cred: C
   return { kind, upstream };
 }
 
-/** The provider a deployment of `kind` with `keyName` uses: one that exists, else a new one bound to the key. */
-function providerFor(p: Planner, kind: string, keyName: string | undefined, at: YamlPath, providers: PlannedProvider[]): string {
-  const match = (k: string, key: string): boolean => k === kind && (!keyName || key === keyName);
-  const stored = p.existing.providers.find((x) => match(x.kind, x.key_name));
+/**
+ * The provider a deployment uses: one of its kind bound to its key (and to its credential's api_base),
+ * else a new one. A deployment without a key takes any provider of its kind.
+ */
+function providerFor(p: Planner, want: { kind: string; keyName?: string; apiBase?: string; newBase?: string }, at: YamlPath, providers: PlannedProvider[]): string {
+  const { kind, keyName, apiBase, newBase } = want;
+  const match = (k: string, key: string, base: string | null | undefined): boolean => k === kind && (!keyName || key === keyName) && (apiBase === undefined || base === apiBase);
+  const stored = p.existing.providers.find((x) => match(x.kind, x.key_name, x.api_base));
   if (stored) return stored.slug;
-  const planned = providers.find((x) => match(x.kind, x.keyName));
+  const planned = providers.find((x) => match(x.kind, x.keyName, x.apiBase));
   if (planned) return planned.slug;
   const taken = (s: string): boolean => p.existing.providers.some((x) => x.slug === s) || providers.some((x) => x.slug === s);
   const base = keyName && !taken(toName(keyName).replace(/_/g, '-')) ? keyName : `${kind}-${keyName ?? 'nokey'}`;
   const slug = p.freeSlug(base, taken);
-  providers.push({ slug, kind, keyName: keyName ?? slug, at });
+  providers.push({ slug, kind, keyName: keyName ?? slug, ...(newBase !== undefined ? { apiBase: newBase } : {}), at });
   return slug;
 }

@@ -21,7 +21,7 @@ export interface Skipped {
 /** What is already stored, read inside the import's transaction. */
 export interface ExistingState {
   keys: Array<{ name: string; env_var: string; value: string }>;
-  providers: Array<{ slug: string; kind: string; key_name: string }>;
+  providers: Array<{ slug: string; kind: string; key_name: string; api_base: string | null }>;
 }
 
 /** OPENROUTER_API_KEY -> openrouter; LITELLM_MASTER_KEY -> litellm_master_key. */
@@ -152,8 +152,12 @@ export class Planner {
     }
     const planned = this.keyWithValue(value);
     if (planned) return { name: planned.name, envVar: planned.envVar };
-    const stored = this.existing.keys.find((k) => k.value === value);
-    if (stored) return { name: stored.name, envVar: stored.env_var };
+    const from = { file: this.src?.file ?? '(config)', line: this.src?.lineOf(at), field: pathText(at) };
+    const stored = this.existing.keys.find((k) => k.value === value && !this.keys.has(k.name));
+    if (stored) {
+      this.plan(stored.name, stored.env_var, value, from);
+      return { name: stored.name, envVar: stored.env_var };
+    }
     const name = this.freeName(base);
     const candidates = envVars ?? [defaultEnvVar(name)];
     const envVar = [...candidates, ...candidates.map((v) => `KP_${v}`)].find((v) => !this.envOwner.has(v) && !envVarProblem(v, name));
@@ -162,9 +166,16 @@ export class Planner {
       this.problemAt(at, `holds a secret in clear; the env var keyplane would store it under (${candidates[0]}) ${why}`);
       return undefined;
     }
-    this.plan(name, envVar, value, { file: this.src?.file ?? '(config)', line: this.src?.lineOf(at), field: pathText(at) });
+    this.plan(name, envVar, value, from);
     this.notes.push(`${pathText(at)}: a secret written in clear is now platform key ${name} (${envVar}), referenced as os.environ/${envVar}`);
     return { name, envVar };
+  }
+
+  /** A new value, written in clear at `at`, for the stored key `name` (a new version unless it is the same). */
+  storedKeyValue(name: string, envVar: string, value: string, at: YamlPath): void {
+    const rule = keyValueProblem(value);
+    if (rule) this.problemAt(at, `holds a secret in clear that cannot be a platform key (${rule})`);
+    this.plan(name, envVar, value, { file: this.src?.file ?? '(config)', line: this.src?.lineOf(at), field: pathText(at) });
   }
 
   /** Stores a reserved key (LiteLLM's master or salt key) under its own name and variable, whatever variable the config used. */

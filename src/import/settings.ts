@@ -162,9 +162,14 @@ function carryEnvironment(p: Planner, vars: Record<string, unknown>): Record<str
     }
     const rule = envVarProblem(name, keyNameForVar(name));
     const owner = p.ownerOf(name);
+    const planned = owner === undefined ? undefined : p.keys.get(owner);
     if (rule) p.problemAt(at, `holds a secret in clear under a name keyplane refuses for a key (it ${rule}): move it to LiteLLM's own environment`);
-    else if (owner && p.keys.get(owner)?.value !== v) p.problemAt(at, `sets ${name}, which platform key ${owner} also sets, to another value`);
-    else if (!owner) p.literalKey(v, at, keyNameForVar(name), [name]);
+    else if (planned && planned.value !== v) p.problemAt(at, `sets ${name}, which platform key ${owner} also sets, to another value`);
+    else if (owner && !planned) p.storedKeyValue(owner, name, v, at);
+    else if (!owner) {
+      const key = p.literalKey(v, at, keyNameForVar(name), [name]);
+      if (key && key.envVar !== name) p.problemAt(at, `holds the value of platform key ${key.name}: LiteLLM reads this one as ${name}, so give it its own value`);
+    }
   }
   return out;
 }

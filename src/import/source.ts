@@ -12,9 +12,14 @@ export const describeProblem = (p: ImportProblem): string => `${p.file}${p.line 
 
 /** The import found problems and wrote nothing. The message lists each, one a line. */
 export class ImportRefused extends Error {
-  constructor(readonly problems: ImportProblem[]) {
-    super(`import refused, nothing was imported: ${problems.length} problem(s)\n${problems.map((p) => `  ${describeProblem(p)}`).join('\n')}`);
+  readonly problems: ImportProblem[];
+
+  constructor(problems: ImportProblem[]) {
+    // One report per place and rule, however many checks found it.
+    const unique = [...new Map(problems.map((p) => [describeProblem(p), p])).values()];
+    super(`import refused, nothing was imported: ${unique.length} problem(s)\n${unique.map((p) => `  ${describeProblem(p)}`).join('\n')}`);
     this.name = 'ImportRefused';
+    this.problems = unique;
   }
 }
 
