@@ -1,3 +1,5 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { importLitellm, parseEnvFile } from '../src/import';
 import { readEnvFile } from '../src/import/source';
@@ -51,5 +53,21 @@ describe('keyplane import', () => {
     const versions = await t.api().get('/api/v1/admin/platform-keys/openai/versions').expect(200);
     expect(versions.body.items).toHaveLength(1);
     expect(t.logs()).not.toContain('sk-import-test');
+  });
+
+  it('a deployment whose key is not in the env file waits for that key: it never takes another key of its kind', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'kp-import-missing-'));
+    try {
+      const config = path.join(tmp, 'config.yaml');
+      writeFileSync(config, 'model_list:\n  - model_name: team-b\n    litellm_params: {model: openai/gpt-4o, api_key: os.environ/TEAM_B_OPENAI_API_KEY}\n');
+      const s = await importLitellm(t.kp, { configFile: config });
+      expect(s.skipped).toEqual([
+        { what: 'TEAM_B_OPENAI_API_KEY', where: `${config}:3`, why: 'referenced at model_list[0].litellm_params.api_key but not in the env file: not imported (store it as platform key team_b_openai later)' },
+      ]);
+      const m = (await t.api().get('/api/v1/admin/models?model_name=team-b').expect(200)).body.items[0];
+      expect((await t.api().get(`/api/v1/admin/providers/${m.provider}`).expect(200)).body).toMatchObject({ kind: 'openai', key_name: 'team_b_openai', active: false });
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });

@@ -6,7 +6,7 @@ import { modelBody } from '../features/models/models-routes';
 import type { ModelInput } from '../features/models/models-service';
 import { defaultKeyVars, LITELLM_PROVIDERS } from './litellm-providers';
 import { envRef, pathText, type YamlPath } from './source';
-import { toName, type Planner } from './planner';
+import { keyNameForVar, toName, type Planner } from './planner';
 
 /** A provider the import creates. */
 export interface PlannedProvider {
@@ -117,7 +117,10 @@ function keyOf(p: Planner, v: unknown, at: YamlPath, base: string, refName?: str
   const ref = envRef(v);
   if (ref) {
     if (ref.dollar) p.notes.push(`${pathText(at)}: \${${ref.envVar}} (which LiteLLM does not expand itself) read as os.environ/${ref.envVar}`);
-    return p.refKey(ref.envVar, at, refName ? { name: refName } : {});
+    const name = p.refKey(ref.envVar, at, refName ? { name: refName } : {});
+    // Not in the env file: the deployment still waits for that key (never takes another key of its kind).
+    if (!name && !p.env.has(ref.envVar)) return toName(refName ?? keyNameForVar(ref.envVar));
+    return name;
   }
   if (typeof v === 'string' && v) {
     return p.literalKey(v, at, base)?.name;

@@ -121,7 +121,7 @@ export class Planner {
       return owner;
     }
     if (!entry) {
-      this.skip(envVar, at, `referenced at ${pathText(at)} but not in the env file: not imported`);
+      this.skip(envVar, at, `referenced at ${pathText(at)} but not in the env file: not imported (store it as platform key ${opts.name ?? keyNameForVar(envVar)} later)`);
       return undefined;
     }
     const name = this.freeName(opts.name ?? keyNameForVar(envVar));
