@@ -1,4 +1,4 @@
-import YAML, { isMap, isSeq, LineCounter, type Document, type Node } from 'yaml';
+import YAML, { isMap, LineCounter, type Document, type Node } from 'yaml';
 
 /** Something the import cannot do, with its place in the file: `file:line: field: rule`. Never holds a value. */
 export interface ImportProblem {
@@ -72,11 +72,6 @@ export class ConfigSource {
       if (line !== undefined) return line;
     }
     return undefined;
-  }
-
-  /** Whether the value at `path` is a YAML sequence / mapping (as written, before aliases are resolved). */
-  isSeq(path: YamlPath): boolean {
-    return isSeq(this.doc.getIn(path, true));
   }
 
   problem(path: YamlPath, rule: string, field = pathText(path)): ImportProblem {
