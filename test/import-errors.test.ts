@@ -225,12 +225,17 @@ describe('keyplane import refuses bad input whole', () => {
         '    litellm_params: {model: deepseek/deepseek-chat, api_key: os.environ/DEEPSEEK_API_KEY}',
         '    model_info:',
         '      note: sk-legacy-value-0001', // 7
+        '  - model_name: third',
+        '    litellm_params: {model: mistral/mistral-small, api_key: os.environ/MISTRAL_API_KEY}',
+        '    model_info: {owner: sk-legacy-value-0001}', // 10
         '',
       ].join('\n'),
       'MISTRAL_API_KEY=mistral-key-0001\nDEEPSEEK_API_KEY=deepseek-key-0001\n',
     );
     expect(await refused(f, ['sk-legacy-value', 'mistral-key-0001'])).toEqual([
       { file: f.configFile, line: 7, field: 'model_list[1].model_info.note', rule: 'must not hold the value of a platform key: reference the key instead' },
+      // The refused write was rolled back to its savepoint, so the import went on and found the next one.
+      { file: f.configFile, line: 10, field: 'model_list[2].model_info.owner', rule: 'must not hold the value of a platform key: reference the key instead' },
     ]);
     await t.api().get('/api/v1/admin/platform-keys/mistral').expect(404);
     await t.api().get('/api/v1/admin/providers/mistral').expect(404);
