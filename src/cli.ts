@@ -21,7 +21,9 @@ commands:
   master-key generate                print a new master key entry (id:base64) for KEYPLANE_MASTER_KEY
   master-key rotate                  re-encrypt every stored secret under the first KEYPLANE_MASTER_KEY entry
   token create --role R --name N     create an API token (shown once); R is admin, operator or viewer
-  import --config FILE --env FILE    import an existing LiteLLM config.yaml and env file
+  import --config FILE --env FILE [--base-out FILE]
+                                     import an existing LiteLLM config.yaml and env file in one transaction;
+                                     the settings keyplane does not manage go to --base-out (KEYPLANE_BASE_CONFIG)
   doctor                             check settings, database, keyring, output dir and LiteLLM
 
 options:
@@ -77,6 +79,7 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
       role: { type: 'string' },
       name: { type: 'string' },
       env: { type: 'string' },
+      'base-out': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -121,7 +124,7 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
       if (!values.config && !values.env) throw new UsageError('import needs --config FILE and/or --env FILE');
       const kp = await createKeyplane({ ...settings, logLevel: 'warn' }, { listen: false, logStream: process.stderr });
       try {
-        const summary = await importLitellm(kp, { configFile: values.config, envFile: values.env });
+        const summary = await importLitellm(kp, { configFile: values.config, envFile: values.env, baseOut: values['base-out'] });
         out(JSON.stringify(summary, null, 2));
       } finally {
         await kp.stop();

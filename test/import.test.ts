@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { importLitellm, parseEnvFile } from '../src/import';
+import { readEnvFile } from '../src/import/source';
 import { startTestApp, type TestApp } from './helpers/app';
 
 const dir = path.join(__dirname, 'fixtures', 'import');
@@ -19,11 +20,19 @@ describe('keyplane import', () => {
     expect(parseEnvFile('# c\n\nA=1\nexport B="two"\nC=\'three\'\n; x\nnot a line\n')).toEqual({ A: '1', B: 'two', C: 'three' });
   });
 
+  it('knows the line of each variable; one set twice keeps its last value and line, as docker and systemd do', () => {
+    expect([...readEnvFile('A=1\n# c\nB=2\nA=3\n')]).toEqual([
+      ['B', { value: '2', line: 3 }],
+      ['A', { value: '3', line: 4 }],
+    ]);
+  });
+
   it('imports keys, providers, models, aliases and fallbacks; a second run adds nothing', async () => {
     const first = await importLitellm(t.kp, { configFile: path.join(dir, 'config.yaml'), envFile: path.join(dir, 'litellm.env') });
     expect(first.keys.sort()).toEqual(['groq', 'litellm_master_key', 'openai', 'openrouter']);
     expect(first.models).toBe(4);
     expect(first.routing).toBe(true);
+    expect(first.base_config).toBeNull();
     const keys = await t.api().get('/api/v1/admin/platform-keys').expect(200);
     expect(keys.body.items.map((k: { env_var: string }) => k.env_var).sort()).toEqual(['GROQ_API_KEY', 'LITELLM_MASTER_KEY', 'OPENAI_API_KEY', 'OPENROUTER_API_KEY']);
     const dec = await t.api().get('/api/v1/admin/platform-keys/openai/decrypted').expect(200);
@@ -46,38 +55,17 @@ describe('keyplane import', () => {
     expect(t.logs()).not.toContain('sk-import-test');
   });
 
-  it('refuses, before writing anything, key values no env file reader takes literally and env vars that steer LiteLLM, naming them but never the value', async () => {
-    const tmp = mkdtempSync(path.join(os.tmpdir(), 'kp-import-bad-'));
+  it('a deployment whose key is not in the env file waits for that key: it never takes another key of its kind', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'kp-import-missing-'));
     try {
       const config = path.join(tmp, 'config.yaml');
-      const env = path.join(tmp, 'litellm.env');
-      writeFileSync(
-        config,
-        [
-          'model_list:',
-          '  - model_name: evil',
-          '    litellm_params: {model: openai/gpt-x, api_key: os.environ/EVIL_API_KEY}',
-          '  - model_name: proxy',
-          '    litellm_params: {model: groq/llama, api_key: os.environ/HTTPS_PROXY}',
-          '  - model_name: raw',
-          '    litellm_params: {model: together_ai/m, api_key: "sk-raw(bad"}',
-          '',
-        ].join('\n'),
-      );
-      writeFileSync(env, 'EVIL_API_KEY=sk-aaaa;id>/tmp/x\nHTTPS_PROXY=sk-fine-but-wrong-name\n');
-      const before = (await t.api().get('/api/v1/admin/audit?limit=1').expect(200)).body.items[0].id;
-      const err = await importLitellm(t.kp, { configFile: config, envFile: env }).then(
-        () => undefined,
-        (e: { errors?: Array<{ field: string; rule: string }>; message: string }) => e,
-      );
-      expect(err?.errors).toEqual([
-        { field: 'EVIL_API_KEY (env file)', rule: expect.stringContaining("';' (U+003B) at position 8") },
-        { field: 'model_list[1].litellm_params.api_key (HTTPS_PROXY)', rule: expect.stringContaining('steers the LiteLLM process') },
-        { field: 'model_list[2].litellm_params.api_key', rule: expect.stringContaining("'(' (U+0028) at position 7") },
+      writeFileSync(config, 'model_list:\n  - model_name: team-b\n    litellm_params: {model: openai/gpt-4o, api_key: os.environ/TEAM_B_OPENAI_API_KEY}\n');
+      const s = await importLitellm(t.kp, { configFile: config });
+      expect(s.skipped).toEqual([
+        { what: 'TEAM_B_OPENAI_API_KEY', where: `${config}:3`, why: 'referenced at model_list[0].litellm_params.api_key but not in the env file: not imported (store it as platform key team_b_openai later)' },
       ]);
-      expect(err?.message).not.toMatch(/sk-aaaa|sk-raw/);
-      expect((await t.api().get('/api/v1/admin/audit?limit=1').expect(200)).body.items[0].id).toBe(before);
-      await t.api().get('/api/v1/admin/platform-keys/evil').expect(404);
+      const m = (await t.api().get('/api/v1/admin/models?model_name=team-b').expect(200)).body.items[0];
+      expect((await t.api().get(`/api/v1/admin/providers/${m.provider}`).expect(200)).body).toMatchObject({ kind: 'openai', key_name: 'team_b_openai', active: false });
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }

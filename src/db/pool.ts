@@ -139,6 +139,8 @@ export function withBatchedTransaction<T>(
   fn: (client: PoolClient, first: pg.QueryResult | undefined, commit: Commit) => Promise<T>,
   opts: RetryOptions = {},
 ): Promise<T> {
+  const scoped = SCOPES.get(pool);
+  if (scoped) return withSavepoint(scoped, begin, fn);
   return withRetry(async () => {
     const client = await pool.connect();
     let committed = false;
@@ -165,4 +167,51 @@ export function withBatchedTransaction<T>(
       client.release();
     }
   }, opts);
+}
+
+/** Pools that stand for one client inside a transaction its caller opened (see scopedPool). */
+const SCOPES = new WeakMap<object, PoolClient>();
+let savepoints = 0;
+
+/**
+ * A Pool whose every query and connection is `client`, already inside a transaction its caller
+ * opened: each withTransaction on it becomes a savepoint of that transaction (released when it
+ * succeeds, rolled back to when it fails, never retried on its own; the caller's transaction is).
+ * So several services' writes become one transaction (the import: everything or nothing). One
+ * caller at a time: savepoints nest, they must not interleave.
+ */
+export function scopedPool(client: PoolClient): Pool {
+  const borrowed = new Proxy(client, {
+    get(target, prop) {
+      if (prop === 'release') return () => undefined;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const scope = { query: client.query.bind(client), connect: async () => borrowed };
+  SCOPES.set(scope, client);
+  return scope as unknown as Pool;
+}
+
+async function withSavepoint<T>(
+  client: PoolClient,
+  begin: Statement | undefined,
+  fn: (client: PoolClient, first: pg.QueryResult | undefined, commit: Commit) => Promise<T>,
+): Promise<T> {
+  const name = `kp_sp_${++savepoints}`;
+  const opened = begin ? ((await client.query(`SAVEPOINT ${name}; ${inline(client, begin)}`)) as unknown as pg.QueryResult[]) : [await client.query(`SAVEPOINT ${name}`)];
+  let released = false;
+  const commit: Commit = async (...statements) => {
+    const results = (await client.query([...statements.map((s) => inline(client, s)), `RELEASE SAVEPOINT ${name}`].join(';\n'))) as unknown as pg.QueryResult[] | pg.QueryResult;
+    released = true;
+    return Array.isArray(results) ? results.slice(0, statements.length) : [];
+  };
+  try {
+    const result = await fn(client, opened[1], commit);
+    if (!released) await client.query(`RELEASE SAVEPOINT ${name}`);
+    return result;
+  } catch (err) {
+    if (!released) await client.query(`ROLLBACK TO SAVEPOINT ${name}; RELEASE SAVEPOINT ${name}`).catch(() => undefined);
+    throw err;
+  }
 }
