@@ -55,7 +55,8 @@ export interface BuildOptions {
   logStream?: NodeJS.WritableStream;
   /**
    * false: only the store and services (CLI commands such as import and render): no HTTP listener,
-   * no sync loop, no reloads, no prober.
+   * no sync loop, no reloads, no prober; the embedded Postgres of a server running on the same data
+   * dir is used beside it.
    */
   listen?: boolean;
 }
@@ -90,12 +91,15 @@ export interface Keyplane {
 
 type Stopper = { name: string; stop: () => Promise<void> | void };
 
-/** Opens the database (embedded when no URL is set), migrates it and checks the keyring against it. */
-export async function openStore(settings: Settings, log: Logger, secrets: SecretRegistry, stoppers: Stopper[]): Promise<{ pool: Pool; keyring: Keyring; url: string }> {
+/**
+ * Opens the database (embedded when no URL is set), migrates it and checks the keyring against it.
+ * `share`: a command run beside a server uses that server's embedded Postgres.
+ */
+export async function openStore(settings: Settings, log: Logger, secrets: SecretRegistry, stoppers: Stopper[], opts: { share?: boolean } = {}): Promise<{ pool: Pool; keyring: Keyring; url: string }> {
   const keyring = resolveKeyring(settings, secrets, log.child({ component: 'keyring' }));
   let url = settings.databaseUrl;
   if (!url) {
-    const db = await startEmbeddedPostgres(settings.dataDir, log.child({ component: 'postgres' }));
+    const db = await startEmbeddedPostgres(settings.dataDir, log.child({ component: 'postgres' }), { share: opts.share, runtimeDir: settings.embeddedPgDir });
     stoppers.push({ name: 'embedded-postgres', stop: db.stop });
     url = db.url;
   }
@@ -124,7 +128,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
   const log = createLogger({ level: settings.logLevel, secrets, stream: opts.logStream });
   const stoppers: Stopper[] = [];
   try {
-    const { pool, keyring, url } = await openStore(settings, log, secrets, stoppers);
+    const { pool, keyring, url } = await openStore(settings, log, secrets, stoppers, { share: opts.listen === false });
     const runtime = opts.listen !== false;
     const fingerprints = await loadFingerprinter(pool, keyring);
     const metrics = createMetrics();

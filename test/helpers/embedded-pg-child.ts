@@ -19,7 +19,7 @@ let db: EmbeddedDatabase | undefined;
 let port: number | undefined;
 
 async function start(): Promise<void> {
-  db = await startEmbeddedPostgres(dataDir!, log, database, port);
+  db = await startEmbeddedPostgres(dataDir!, log, { database, port });
   port = db.port;
   // What the start left of this process's temp dir and umask (it must put back what it changed).
   const umask = /^Umask:\s*(\d+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
