@@ -190,6 +190,7 @@ function writableDir(dir: string): string {
   }
   let parent = path.dirname(dir);
   while (!existsSync(parent)) parent = path.dirname(parent);
+  if (!statSync(parent).isDirectory()) throw new Fail(`${dir} cannot be created: ${parent} is not a directory`, 'set KEYPLANE_OUTPUT_DIR to a directory path');
   try {
     accessSync(parent, constants.W_OK | constants.X_OK);
   } catch (err) {
