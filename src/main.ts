@@ -96,13 +96,18 @@ type Stopper = { name: string; stop: () => Promise<void> | void };
  * `share`: a command run beside a server uses that server's embedded Postgres.
  */
 export async function openStore(settings: Settings, log: Logger, secrets: SecretRegistry, stoppers: Stopper[], opts: { share?: boolean } = {}): Promise<{ pool: Pool; keyring: Keyring; url: string }> {
-  const keyring = resolveKeyring(settings, secrets, log.child({ component: 'keyring' }));
+  // A configured keyring is checked before Postgres starts; the development key is made only once the
+  // embedded Postgres it belongs with has started (a start that fails leaves no key behind).
+  const configured = Boolean(settings.masterKey || settings.masterKeyFile || settings.databaseUrl);
+  const keyringOf = (): Keyring => resolveKeyring(settings, secrets, log.child({ component: 'keyring' }));
+  const early = configured ? keyringOf() : undefined;
   let url = settings.databaseUrl;
   if (!url) {
     const db = await startEmbeddedPostgres(settings.dataDir, log.child({ component: 'postgres' }), { share: opts.share, runtimeDir: settings.embeddedPgDir });
     stoppers.push({ name: 'embedded-postgres', stop: db.stop });
     url = db.url;
   }
+  const keyring = early ?? keyringOf();
   const pool = createPool(url, { max: 20, applicationName: `keyplane:${settings.instanceId}` });
   stoppers.push({ name: 'pool', stop: () => pool.end() });
   const applied = await migrate(pool);
