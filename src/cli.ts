@@ -10,6 +10,7 @@ import { importLitellm } from './import';
 import { doctor } from './doctor';
 import { moveMasterKey } from './cli/master-key';
 import { withStore } from './cli/store';
+import { render } from './cli/render';
 
 const USAGE = `usage: keyplane <command> [options]
 
@@ -145,12 +146,10 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
     case 'render': {
       const kp = await createKeyplane({ ...settings, logLevel: 'warn' }, { listen: false, logStream: process.stderr });
       try {
-        const r = await kp.renderOnce({ dryRun: Boolean(values['dry-run']) });
-        out(typeof r === 'string' ? r : JSON.stringify(r, null, 2));
+        return await render(kp, Boolean(values['dry-run']), out);
       } finally {
         await kp.stop();
       }
-      return 0;
     }
     case 'doctor':
       return doctor(settings, out);
