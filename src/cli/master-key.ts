@@ -9,12 +9,12 @@ import { withStore } from './store';
 
 export class MoveRefused extends Error {}
 
-/** Connections of other keyplane processes (servers, their watchers and leaders) to this database. */
+/** Connections of other keyplane processes (servers, their LISTEN and leader sessions, other commands) to this database. */
 async function otherKeyplanes(pool: Pool, instanceId: string): Promise<string[]> {
   const { rows } = await pool.query<{ application_name: string }>(
     `SELECT DISTINCT application_name FROM pg_stat_activity
       WHERE datname = current_database() AND pid <> pg_backend_pid()
-        AND application_name LIKE 'keyplane%' AND application_name <> $1`,
+        AND application_name ~ '^keyplane(-leader|-watch)?:' AND application_name <> $1`,
     [`keyplane:${instanceId}`.slice(0, 63)],
   );
   return rows.map((r) => r.application_name).sort();
