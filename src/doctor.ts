@@ -24,18 +24,13 @@ class Fail extends Error {
   }
 }
 
-export interface DoctorOptions {
-  /** A Docker client (tests); otherwise one for DOCKER_HOST. */
-  docker?: { docker: Docker; where: string };
-}
-
 /**
  * `keyplane doctor`: one line per check, `OK   <check>: <detail>` or `FAIL <check>: <problem>;
  * fix: <what to do>`; returns the exit code (1 when any check failed). It changes nothing: no
  * migration, no directory, no key, no fingerprint key; on the embedded Postgres it uses the running
  * server's cluster, or starts the existing one for the checks and stops it again.
  */
-export async function doctor(settings: Settings, out: (line: string) => void, opts: DoctorOptions = {}): Promise<number> {
+export async function doctor(settings: Settings, out: (line: string) => void): Promise<number> {
   let failed = 0;
   const check = async (name: string, fix: string, fn: () => Promise<string> | string): Promise<boolean> => {
     try {
@@ -86,7 +81,7 @@ export async function doctor(settings: Settings, out: (line: string) => void, op
     await check('output dir', 'create it for keyplane\'s user (mkdir -p, chown), or set KEYPLANE_OUTPUT_DIR', () => writableDir(settings.outputDir));
     const base = settings.baseConfig;
     if (base) await check('base config', 'fix the file, or unset KEYPLANE_BASE_CONFIG', async () => `${base}: ${Object.keys(await loadBaseConfig(base)).length} top-level key(s)`);
-    await reloadChecks(settings, check, { pool: schema ? db?.pool : undefined, keyring, docker: opts.docker });
+    await reloadChecks(settings, check, { pool: schema ? db?.pool : undefined, keyring });
   } finally {
     await db?.close();
   }
@@ -202,7 +197,6 @@ function writableDir(dir: string): string {
 interface ReloadDeps {
   pool?: Pool;
   keyring?: Keyring;
-  docker?: { docker: Docker; where: string };
 }
 
 async function reloadChecks(settings: Settings, check: Check, deps: ReloadDeps): Promise<void> {
@@ -217,12 +211,12 @@ async function reloadChecks(settings: Settings, check: Check, deps: ReloadDeps):
     case 'docker': {
       let urls: string[] = [];
       const engine = await check('docker engine', 'start Docker, mount its socket into keyplane\'s container, or set DOCKER_HOST', async () => {
-        const client = deps.docker ?? createDockerClient(settings.dockerHost, 5_000);
+        const client = createDockerClient(settings.dockerHost, 5_000);
         const v = await dockerCall(() => client.docker.version(), client.where);
         return `${client.where} answers (Docker ${v.Version})`;
       });
       if (!engine) return;
-      const client = deps.docker ?? createDockerClient(settings.dockerHost, 5_000);
+      const client = createDockerClient(settings.dockerHost, 5_000);
       const found = await check('docker targets', 'start LiteLLM\'s container(s), or correct KEYPLANE_DOCKER_CONTAINERS / KEYPLANE_DOCKER_LABEL', async () => {
         const t = await dockerTargets(client.docker, settings);
         urls = t.urls;
