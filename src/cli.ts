@@ -56,7 +56,16 @@ async function serve(settings: Settings): Promise<void> {
     );
   };
   for (const s of STOP_SIGNALS) process.on(s, () => shutdown(s));
-  kp = await createKeyplane(settings);
+  try {
+    kp = await createKeyplane(settings);
+  } catch (err) {
+    // Asked to stop while starting (systemd signals every process of the unit, Postgres too): the
+    // start failing is the stop's doing, and everything started is already stopped again.
+    if (!stopping) throw err;
+    process.stderr.write(`keyplane: stopped by ${stopping} while starting\n`);
+    process.exit(0);
+  }
+  kp.log.info('keyplane is running', { pid: process.pid, startup_ms: Math.round(process.uptime() * 1000) });
   if (stopping) {
     const signal = stopping;
     stopping = undefined;
@@ -167,7 +176,7 @@ export function main(argv: string[] = process.argv.slice(2)): void {
     (err: unknown) => {
       const e = err instanceof Error ? err : new Error(String(err ?? 'start-up failed'));
       // One line: whatever the cause, the operator reads one sentence, never a stack trace.
-      process.stderr.write(`keyplane: ${e.message.replace(/\s*\n\s*/g, ' ')}\n`);
+      process.stderr.write(`keyplane: ${e.message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}\n`);
       if (e instanceof UsageError) process.exit(2);
       if (e instanceof ConfigError || e instanceof MissingMasterKeyError || e instanceof WrongMasterKeyError) process.exit(78);
       process.exit(1);

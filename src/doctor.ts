@@ -91,7 +91,7 @@ export async function doctor(settings: Settings, out: (line: string) => void): P
 
 type Check = (name: string, fix: string, fn: () => Promise<string> | string) => Promise<boolean>;
 
-const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ');
+const oneLine = (s: string): string => s.split('\n').map((l) => l.trim()).filter(Boolean).join(' ');
 
 async function openDatabase(settings: Settings): Promise<{ pool: Pool; where: string; close: () => Promise<void> }> {
   let embedded: EmbeddedDatabase | undefined;

@@ -98,6 +98,19 @@ describe('stopping npm start', () => {
     await expectStoppedCleanly(pids);
   });
 
+  it('a stop while it is still starting stops everything it started', async () => {
+    const s = startKeyplane(ROOT, env);
+    // As soon as its Postgres runs: the stop lands during migrations, the listen or the sync start.
+    const deadline = Date.now() + 60_000;
+    while (!existsSync(pidFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const pm = postmaster();
+    const node = Number(readFileSync(`/proc/${pm}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+    const pids = tree(node);
+    signal(node, 'SIGTERM');
+    await expect(s).rejects.toThrow(/exited \(0\) before it was ready|stopped by SIGTERM while starting/);
+    await expectStoppedCleanly(pids);
+  });
+
   it('SIGKILL leaves Postgres running; the next start stops that orphan and starts cleanly', async () => {
     const first = await start();
     signal(first.node, 'SIGKILL');

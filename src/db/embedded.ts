@@ -8,7 +8,7 @@ import pg from 'pg';
 import { ConfigError } from '../config';
 import type { Logger } from '../log';
 import { ensureRuntimeDir, findPostgresBinaries, isRoot, postgresUser, reachable, usableBinaries, type RunAs } from './postgres-binaries';
-import { findPostmaster, OWNER_OPTION, signal, waitGone, type Postmaster } from './postmaster';
+import { findPostmaster, OWNER_OPTION, ownerServes, signal, waitGone, type Postmaster } from './postmaster';
 
 export interface EmbeddedDatabase {
   url: string;
@@ -43,6 +43,8 @@ export const INIT_DIR_PREFIX = 'pg-init-';
 
 const READY = 'database system is ready to accept connections';
 const STOP_GRACE_MS = 60_000;
+// How long a starting server waits for a command that started the cluster for itself (token create...).
+const COMMAND_WAIT_MS = 30_000;
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -200,7 +202,9 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, opts: 
   if (readOnly && fresh) throw new NoClusterYet(where.pgDir);
   if (!fresh && !existsSync(pwFile)) throw new Error(`the embedded cluster in ${where.pgDir} exists but its password file ${pwFile} is missing`);
 
-  const found = await settle(where.pgDir);
+  let found = await settle(where.pgDir);
+  // A command (token create, render...) has it for a moment: a server waits for it to finish.
+  if (found?.owner && !opts.share && !ownerServes(found.owner)) found = await outlast(where.pgDir, COMMAND_WAIT_MS);
   if (found) {
     if (opts.share) return shared(found, pwFile, database, log);
     if (found.owner) {
@@ -220,24 +224,33 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, opts: 
   } else {
     password = readFileSync(pwFile, 'utf8').trim();
   }
-  const port = opts.port ?? (await freePort());
-  let child: ChildProcess;
-  try {
-    child = await launch(bin, where.pgDir, port, runAs, pgLog);
-  } catch (err) {
-    // Another command started it a moment ago: use it beside that one.
-    const raced = opts.share ? await settle(where.pgDir) : undefined;
-    if (raced) return shared(raced, pwFile, database, log);
-    throw err;
+  let port = opts.port ?? (await freePort());
+  let child: ChildProcess | undefined;
+  for (let attempt = 1; !child; attempt++) {
+    try {
+      child = await launch(bin, where.pgDir, port, runAs, pgLog);
+    } catch (err) {
+      // Another command started it a moment ago: use it beside that one.
+      const raced = opts.share ? await settle(where.pgDir) : undefined;
+      if (raced) return shared(raced, pwFile, database, log);
+      // The free port was taken between finding it and Postgres binding it.
+      if (opts.port || attempt >= 3 || !/could not bind|already in use/i.test((err as Error).message)) throw err;
+      port = await freePort();
+    }
   }
-  const onExit = (): void => void child.kill('SIGINT');
+  const pg = child;
+  let stopping: Promise<void> | undefined;
+  pg.once('exit', (code, sig) => {
+    if (!stopping) log.error('the embedded Postgres exited on its own', { dir: where.pgDir, code, signal: sig });
+  });
+  const onExit = (): void => void pg.kill('SIGINT');
   process.on('exit', onExit);
   const stop = async (): Promise<void> => {
     process.removeListener('exit', onExit);
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGINT'); // fast shutdown: clients are disconnected, the data is checkpointed
-    const timer = setTimeout(() => child.kill('SIGQUIT'), STOP_GRACE_MS);
+    if (pg.exitCode !== null || pg.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => pg.once('exit', () => resolve()));
+    pg.kill('SIGINT'); // fast shutdown: clients are disconnected, the data is checkpointed
+    const timer = setTimeout(() => pg.kill('SIGQUIT'), STOP_GRACE_MS);
     await exited;
     clearTimeout(timer);
   };
@@ -245,12 +258,11 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, opts: 
   try {
     await ensureDatabase(url, database, readOnly);
   } catch (err) {
-    await stop();
+    await (stopping ??= stop());
     throw err;
   }
   log.info('embedded Postgres started', { dir: where.pgDir, port });
-  let stopping: Promise<void> | undefined;
-  return { url, port, pid: child.pid!, shared: false, stop: () => (stopping ??= stop()) };
+  return { url, port, pid: pg.pid!, shared: false, stop: () => (stopping ??= stop()) };
 }
 
 /** Starts the postmaster and resolves once it accepts connections; rejects with what it said when it exits first. */
@@ -276,6 +288,16 @@ function launch(bin: string, pgDir: string, port: number, runAs: RunAs | undefin
       if (!ready) reject(new Error(`the embedded Postgres in ${pgDir} did not start (exit ${code ?? sig})${said.length ? `: ${said.join(' | ')}` : ''}`));
     });
   });
+}
+
+/** Polls until no postmaster runs on `pgDir` (or the deadline); returns what runs then. */
+async function outlast(pgDir: string, timeoutMs: number): Promise<Postmaster | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = await settle(pgDir);
+    if (!found || Date.now() >= deadline) return found;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** The running postmaster once it has finished starting or stopping; undefined when none runs. */

@@ -77,6 +77,15 @@ export function findPostmaster(pgDir: string): Found {
   return { state: 'running', postmaster: { pid, port: Number(lines[3]), status: (lines[7] ?? '').trim(), owner: ownerOf(pid) } };
 }
 
+/** Whether the keyplane process `pid` is a server (`keyplane serve`), rather than a command that finishes on its own. */
+export function ownerServes(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('serve');
+  } catch {
+    return false;
+  }
+}
+
 /** Resolves true once `pid` has exited (or is a zombie), false at the deadline. */
 export async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

@@ -79,7 +79,7 @@ export interface Started {
 
 /**
  * Starts `npm start` (or `cmd`) in `cwd` as a terminal job would be: its own process group, env on
- * top of PATH and HOME. Resolves once /readyz answers 200.
+ * top of PATH and HOME. Resolves once it is running (its log says so) and /readyz answers 200.
  */
 export async function startKeyplane(cwd: string, env: Record<string, string>, cmd: string[] = ['npm', 'start']): Promise<Started> {
   const port = await freePort();
@@ -122,8 +122,9 @@ export async function startKeyplane(cwd: string, env: Record<string, string>, cm
   const deadline = Date.now() + 90_000;
   for (;;) {
     if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`keyplane exited (${proc.exitCode ?? proc.signalCode}) before it was ready:\n${out}`);
+    // Ready, and done starting (the sync loop too): a stop then is a stop of a running server.
     try {
-      if ((await fetch(`${started.url}/readyz`)).ok) break;
+      if (out.includes('"message":"keyplane is running"') && (await fetch(`${started.url}/readyz`)).ok) break;
     } catch {
       // not listening yet
     }
