@@ -6,7 +6,7 @@ import YAML from 'yaml';
 import cron from 'node-cron';
 import proxyaddr from 'proxy-addr';
 import { formatDuration, parseDuration } from './duration';
-import { displayUrl, trimSlashes } from './url';
+import { trimSlashes } from './url';
 
 export type ReloadKind = 'none' | 'command' | 'docker' | 'litellm-api';
 export type DockerMode = 'restart' | 'recreate';
@@ -67,7 +67,6 @@ type Source = Record<string, string | undefined>;
 interface Def<K extends keyof Settings> {
   key: K;
   env: string;
-  secret?: boolean;
   parse: (raw: string, env: string) => Settings[K];
 }
 
@@ -169,8 +168,8 @@ function proxies(raw: string, env: string): string[] {
   return entries;
 }
 
-function d<K extends keyof Settings>(key: K, env: string, parse: Def<K>['parse'], secret = false): Def<K> {
-  return { key, env, parse, secret };
+function d<K extends keyof Settings>(key: K, env: string, parse: Def<K>['parse']): Def<K> {
+  return { key, env, parse };
 }
 
 const SECOND = 1000;
@@ -179,20 +178,20 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 
 const DEFS = [
-  d('databaseUrl', 'KEYPLANE_DATABASE_URL', str, true),
+  d('databaseUrl', 'KEYPLANE_DATABASE_URL', str),
   d('dataDir', 'KEYPLANE_DATA_DIR', (r) => path.resolve(r)),
   d('embeddedPgDir', 'KEYPLANE_EMBEDDED_PG_DIR', (r) => path.resolve(r)),
   d('listen', 'KEYPLANE_LISTEN', parseListen),
-  d('masterKey', 'KEYPLANE_MASTER_KEY', str, true),
+  d('masterKey', 'KEYPLANE_MASTER_KEY', str),
   d('masterKeyFile', 'KEYPLANE_MASTER_KEY_FILE', (r) => path.resolve(r)),
   d('adminToken', 'KEYPLANE_ADMIN_TOKEN', (r, env) => {
     if (r.length < 16) throw new ConfigError(env, 'must be at least 16 characters');
     return r;
-  }, true),
+  }),
   d('jwtSecret', 'KEYPLANE_JWT_SECRET', (r, env) => {
     if (r.length < 32) throw new ConfigError(env, 'must be at least 32 characters for HS256');
     return r;
-  }, true),
+  }),
   d('jwksUrl', 'KEYPLANE_JWKS_URL', url),
   d('jwtIssuer', 'KEYPLANE_JWT_ISSUER', str),
   d('jwtAudience', 'KEYPLANE_JWT_AUDIENCE', str),
@@ -212,15 +211,15 @@ const DEFS = [
   d('dockerStopTimeoutS', 'KEYPLANE_DOCKER_STOP_TIMEOUT', wholeSeconds(1, 600)),
   d('readyTimeoutMs', 'KEYPLANE_READY_TIMEOUT', duration(SECOND, HOUR)),
   d('litellmUrl', 'KEYPLANE_LITELLM_URL', url),
-  d('litellmMasterKey', 'KEYPLANE_LITELLM_MASTER_KEY', str, true),
+  d('litellmMasterKey', 'KEYPLANE_LITELLM_MASTER_KEY', str),
   d('healthSchedule', 'KEYPLANE_HEALTH_SCHEDULE', cronExpr),
   d('healthConcurrency', 'KEYPLANE_HEALTH_CONCURRENCY', int(1, 1000)),
   d('healthTimeoutMs', 'KEYPLANE_HEALTH_TIMEOUT', duration(100, 5 * MINUTE)),
   d('healthFailThreshold', 'KEYPLANE_HEALTH_FAIL_THRESHOLD', int(1, 100)),
   d('healthRecoverThreshold', 'KEYPLANE_HEALTH_RECOVER_THRESHOLD', int(1, 100)),
   d('healthRetentionMs', 'KEYPLANE_HEALTH_RETENTION', duration(HOUR, 3650 * DAY)),
-  // Webhook URLs (Slack-style) carry their token in the path: treated as a secret.
-  d('alertWebhook', 'KEYPLANE_ALERT_WEBHOOK', url, true),
+  // Webhook URLs (Slack-style) carry their token in the path: like every URL here, a bad one is never echoed.
+  d('alertWebhook', 'KEYPLANE_ALERT_WEBHOOK', url),
   d('logLevel', 'KEYPLANE_LOG_LEVEL', oneOf('error', 'warn', 'info', 'debug')),
   d('instanceId', 'KEYPLANE_INSTANCE_ID', str),
   d('authMaxFailures', 'KEYPLANE_AUTH_MAX_FAILURES', int(1, 10_000)),
@@ -316,14 +315,4 @@ function validate(s: Settings): void {
   if (s.reload === 'docker' && s.dockerContainers.length === 0 && !s.dockerLabel) {
     throw new ConfigError('KEYPLANE_DOCKER_CONTAINERS', 'KEYPLANE_RELOAD=docker needs KEYPLANE_DOCKER_CONTAINERS or KEYPLANE_DOCKER_LABEL');
   }
-}
-
-/** The settings table for `doctor` and the README: name, and whether a value is set (secrets never shown). */
-export function describeSettings(s: Settings): Array<{ setting: string; value: string }> {
-  return DEFS.map((def) => {
-    const v = (s as unknown as Record<string, unknown>)[def.key];
-    const shown =
-      v === undefined ? '(unset)' : def.secret ? '(set)' : typeof v === 'object' ? JSON.stringify(v) : /^https?:\/\//.test(String(v)) ? displayUrl(String(v)) : String(v);
-    return { setting: def.env, value: shown };
-  });
 }

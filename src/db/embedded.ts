@@ -238,19 +238,19 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, opts: 
       port = await freePort();
     }
   }
-  const pg = child;
+  const server = child;
   let stopping: Promise<void> | undefined;
-  pg.once('exit', (code, sig) => {
+  server.once('exit', (code, sig) => {
     if (!stopping) log.error('the embedded Postgres exited on its own', { dir: where.pgDir, code, signal: sig });
   });
-  const onExit = (): void => void pg.kill('SIGINT');
+  const onExit = (): void => void server.kill('SIGINT');
   process.on('exit', onExit);
   const stop = async (): Promise<void> => {
     process.removeListener('exit', onExit);
-    if (pg.exitCode !== null || pg.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => pg.once('exit', () => resolve()));
-    pg.kill('SIGINT'); // fast shutdown: clients are disconnected, the data is checkpointed
-    const timer = setTimeout(() => pg.kill('SIGQUIT'), STOP_GRACE_MS);
+    if (server.exitCode !== null || server.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => server.once('exit', () => resolve()));
+    server.kill('SIGINT'); // fast shutdown: clients are disconnected, the data is checkpointed
+    const timer = setTimeout(() => server.kill('SIGQUIT'), STOP_GRACE_MS);
     await exited;
     clearTimeout(timer);
   };
@@ -262,7 +262,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, opts: 
     throw err;
   }
   log.info('embedded Postgres started', { dir: where.pgDir, port });
-  return { url, port, pid: pg.pid!, shared: false, stop: () => (stopping ??= stop()) };
+  return { url, port, pid: server.pid!, shared: false, stop: () => (stopping ??= stop()) };
 }
 
 /** Starts the postmaster and resolves once it accepts connections; rejects with what it said when it exits first. */
