@@ -11,13 +11,15 @@ import { freePort } from '../helpers/reload';
  * - `npm start` running the compiled build (dist, as `npm ci` builds it), first start (initdb)
  *   and next start; `node bin/keyplane.js serve` (no npm) next start;
  * - the sources through tsx (what bin/keyplane.js runs when dist is older than src), first and next.
- * Idle memory: resident set of the node process, and of all its Postgres processes, after 10 s
- * with nothing to do. The build is made first (npm run build).
+ * Idle memory, after 10 s with nothing to do: resident set of the node process, and the
+ * proportional set (shared memory counted once) of all its Postgres processes together. The build is made first (npm run build).
  */
 const ROOT = path.resolve(__dirname, '..', '..');
 const IDLE_MS = 10_000;
 
 const rssKb = (pid: number): number => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+// Proportional set size: shared pages (Postgres's shared buffers) divided among the processes that map them.
+const pssKb = (pid: number): number => Number(/^Pss:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
 
 async function measure(label: string, cmd: string[], dataDir: string, idle: boolean): Promise<Record<string, string | number>> {
   const port = await freePort();
@@ -45,7 +47,7 @@ async function measure(label: string, cmd: string[], dataDir: string, idle: bool
     const node = pids.find((p) => /keyplane\.js serve|cli\.(ts|js) serve/.test(cmdline(p)))!;
     const postgres = pids.filter((p) => /postgres/.test(cmdline(p)));
     row.node_rss_mb = Math.round(rssKb(node) / 1024);
-    row.postgres_rss_mb = Math.round(postgres.reduce((a, p) => a + rssKb(p), 0) / 1024);
+    row.postgres_pss_mb = Math.round(postgres.reduce((a, p) => a + pssKb(p), 0) / 1024);
     row.postgres_processes = postgres.length;
   }
   const pids = tree(proc.pid!);
