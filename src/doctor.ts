@@ -62,7 +62,7 @@ export async function doctor(settings: Settings, out: (line: string) => void): P
     const opened = await openDatabase(settings);
     db = opened;
     const { rows } = await opened.pool.query<{ v: string }>("SELECT current_setting('server_version') AS v");
-    return `${opened.where} (PostgreSQL ${rows[0]!.v})`;
+    return `${opened.where}; PostgreSQL ${rows[0]!.v}`;
   });
 
   try {
@@ -170,7 +170,8 @@ async function decryptAll(pool: Pool, keyring: Keyring): Promise<string> {
     if (wrong.length) parts.push(`this master key does not decrypt ${wrong.slice(0, 5).join(', ')}${wrong.length > 5 ? ` and ${wrong.length - 5} more` : ''}`);
     throw new Fail(`${bad} of ${total} secret(s) do not decrypt: ${parts.join('; ')}`, 'configure the master key(s) they were encrypted with (KEYPLANE_MASTER_KEY_FILE); keyplane master-key move and rotate change keys');
   }
-  return `all ${total} secret(s) decrypt (${[...byKid].map(([k, n]) => `${n} under ${k}`).join(', ') || 'none stored yet'})`;
+  if (!total) return 'none stored yet';
+  return `all ${total} secret(s) decrypt (${[...byKid].map(([k, n]) => `${n} under ${k}`).join(', ')})`;
 }
 
 function writableDir(dir: string): string {

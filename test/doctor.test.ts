@@ -77,7 +77,7 @@ describe('keyplane doctor: one line per check, OK or FAIL with the fix; exit 1 o
     expect(r.code).toBe(0);
     expect(r.lines).toEqual([
       expect.stringMatching(/^OK   master key: KEYPLANE_MASTER_KEY: t1 \(sha256:[0-9a-f]{8}\)$/),
-      expect.stringMatching(/^OK   database: postgres:\/\/.*\(PostgreSQL \d+/),
+      expect.stringMatching(/^OK   database: postgres:\/\/.*; PostgreSQL \d+/),
       expect.stringMatching(/^OK   migrations: all \d+ applied \(latest \d{3}_[\w-]+\.sql\)$/),
       'OK   secrets: all 3 secret(s) decrypt (3 under t1)',
       `OK   output dir: ${outDir} is writable`,
@@ -288,7 +288,7 @@ describe('keyplane doctor changes nothing', () => {
     mkdirSync(path.join(dataDir, 'litellm'));
     const before = tree(dataDir);
     const res = await run(process.execPath, [BIN, 'doctor'], { env });
-    expect(res.stdout).toMatch(new RegExp(`^OK   database: the embedded Postgres in ${dataDir}/pg \\(started for these checks, stopped after\\) \\(PostgreSQL \\d+`, 'm'));
+    expect(res.stdout).toMatch(new RegExp(`^OK   database: the embedded Postgres in ${dataDir}/pg \\(started for these checks, stopped after\\); PostgreSQL \\d+`, 'm'));
     expect(res.stdout).toMatch(/^all checks passed$/m);
     expect(tree(dataDir)).toEqual(before);
     expect(existsSync(path.join(dataDir, 'pg', 'postmaster.pid'))).toBe(false);
