@@ -91,10 +91,11 @@ function duration(min: number, max: number) {
   };
 }
 
-/** Docker takes its stop timeout in whole seconds. */
+/** Docker takes its stop timeout in whole seconds; a bare number, once read as seconds, is refused with the unit to add. */
 function wholeSeconds(min: number, max: number) {
   const ms = duration(min * 1000, max * 1000);
   return (raw: string, env: string): number => {
+    if (/^\d+$/.test(raw)) throw new ConfigError(env, `"${raw}" has no unit (it used to mean seconds): write ${raw}s`);
     const n = ms(raw, env);
     if (n % 1000 !== 0) throw new ConfigError(env, `"${raw}" is not a whole number of seconds`);
     return n / 1000;
