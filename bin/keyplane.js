@@ -34,6 +34,13 @@ function fresh() {
 if (fresh()) {
   require(built).main();
 } else {
+  try {
+    require.resolve('tsx/cjs');
+  } catch {
+    // A checkout installed without dev dependencies: say what to do in one line, not a stack trace.
+    process.stderr.write(`keyplane: ${fs.existsSync(built) ? 'the build in dist/ is older than src/' : 'there is no build in dist/'}, and tsx (a dev dependency) is not installed to run the sources: run npm run build (or npm ci)\n`);
+    process.exit(1);
+  }
   require('tsx/cjs');
   require(path.join(root, 'src', 'cli.ts')).main();
 }

@@ -1,16 +1,16 @@
 import { parseArgs } from 'node:util';
-import { accessSync, constants, mkdirSync } from 'node:fs';
-import { ConfigError, describeSettings, loadSettings, type Settings } from './config';
-import { createLogger, SecretRegistry, type Logger } from './log';
-import { Keyring, MissingMasterKeyError } from './crypto/keyring';
+import { ConfigError, loadSettings, type Settings } from './config';
+import { createLogger, SecretRegistry } from './log';
+import { Keyring, MissingMasterKeyError, WrongMasterKeyError } from './crypto/keyring';
 import { rewrapAll } from './crypto/secret-tables';
-import { createKeyplane, openStore, stopAll, type Keyplane } from './main';
+import { createKeyplane, type Keyplane } from './main';
 import { TokensStore } from './features/tokens/tokens-store';
 import type { Role } from './http/principal';
 import { importLitellm } from './import';
-import { displayUrl } from './url';
-import type { Pool } from './db/pool';
-import type { Keyring as KeyringT } from './crypto/keyring';
+import { doctor } from './doctor';
+import { moveMasterKey } from './cli/master-key';
+import { withStore } from './cli/store';
+import { render } from './cli/render';
 
 const USAGE = `usage: keyplane <command> [options]
 
@@ -20,11 +20,17 @@ commands:
   render [--dry-run]                 render LiteLLM's files now (--dry-run: print what would change)
   master-key generate                print a new master key entry (id:base64) for KEYPLANE_MASTER_KEY
   master-key rotate                  re-encrypt every stored secret under the first KEYPLANE_MASTER_KEY entry
+  master-key move --to FILE [--id ID]
+                                     move every stored secret to a new master key written to FILE (0600;
+                                     from the development key, typically); prints what to do next
   token create --role R --name N     create an API token (shown once); R is admin, operator or viewer
   import --config FILE --env FILE [--base-out FILE]
                                      import an existing LiteLLM config.yaml and env file in one transaction;
                                      the settings keyplane does not manage go to --base-out (KEYPLANE_BASE_CONFIG)
-  doctor                             check settings, database, keyring, output dir and LiteLLM
+  doctor                             check the master key, database, migrations, secrets, output dir and
+                                     reload prerequisites; changes nothing; exit 1 when a check fails
+
+Commands other than serve also work while keyplane serve runs (on its embedded Postgres, too).
 
 options:
   --settings FILE                    keyplane settings file (YAML; same names as the env vars, lower case, with or without keyplane_)
@@ -32,15 +38,8 @@ options:
 
 export class UsageError extends Error {}
 
-async function withStore<T>(settings: Settings, log: Logger, fn: (pool: Pool, keyring: KeyringT) => Promise<T>): Promise<T> {
-  const stoppers: Array<{ name: string; stop: () => Promise<void> | void }> = [];
-  try {
-    const { pool, keyring } = await openStore(settings, log, new SecretRegistry(), stoppers);
-    return await fn(pool, keyring);
-  } finally {
-    await stopAll(stoppers, log);
-  }
-}
+/** Signals that stop a server: Ctrl-C, `kill`, systemd and docker stop, a closed terminal. */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 async function serve(settings: Settings): Promise<void> {
   // Signals are taken before start-up begins: a SIGTERM during start must still stop the embedded
@@ -58,9 +57,17 @@ async function serve(settings: Settings): Promise<void> {
       () => process.exit(1),
     );
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  kp = await createKeyplane(settings);
+  for (const s of STOP_SIGNALS) process.on(s, () => shutdown(s));
+  try {
+    kp = await createKeyplane(settings);
+  } catch (err) {
+    // Asked to stop while starting (systemd signals every process of the unit, Postgres too): the
+    // start failing is the stop's doing, and everything started is already stopped again.
+    if (!stopping) throw err;
+    process.stderr.write(`keyplane: stopped by ${stopping} while starting\n`);
+    process.exit(0);
+  }
+  kp.log.info('keyplane is running', { pid: process.pid, startup_ms: Math.round(process.uptime() * 1000) });
   if (stopping) {
     const signal = stopping;
     stopping = undefined;
@@ -68,21 +75,32 @@ async function serve(settings: Settings): Promise<void> {
   }
 }
 
+/** The command line; a malformed one is a usage error (exit 2). */
+function parseArguments(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string' },
+        settings: { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        role: { type: 'string' },
+        name: { type: 'string' },
+        env: { type: 'string' },
+        'base-out': { type: 'string' },
+        to: { type: 'string' },
+        id: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
 export async function run(argv: string[], out: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string' },
-      settings: { type: 'string' },
-      'dry-run': { type: 'boolean' },
-      role: { type: 'string' },
-      name: { type: 'string' },
-      env: { type: 'string' },
-      'base-out': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+  const { values, positionals } = parseArguments(argv);
   const [cmd, sub] = positionals;
   if (values.help || !cmd) {
     out(USAGE);
@@ -104,7 +122,13 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
       out('migrations are up to date');
       return 0;
     case 'master-key': {
-      if (sub !== 'rotate') throw new UsageError('master-key takes generate or rotate');
+      if (sub === 'move') {
+        if (!values.to) throw new UsageError('master-key move needs --to FILE (the new key file; it must not exist)');
+        if (values.id !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(values.id)) throw new UsageError('--id must be 1 to 64 letters, digits, _ . -');
+        await moveMasterKey(settings, log, { to: values.to, id: values.id }, out);
+        return 0;
+      }
+      if (sub !== 'rotate') throw new UsageError('master-key takes generate, rotate or move --to FILE');
       const r = await withStore(settings, log, async (pool, keyring) => ({ ...(await rewrapAll(pool, keyring)), kid: keyring.primaryId }));
       out(`re-encrypted ${r.rewrapped} secret(s) under master key ${r.kid}; ${r.unchanged} already used it`);
       return 0;
@@ -134,52 +158,16 @@ export async function run(argv: string[], out: (line: string) => void = (l) => p
     case 'render': {
       const kp = await createKeyplane({ ...settings, logLevel: 'warn' }, { listen: false, logStream: process.stderr });
       try {
-        const r = await kp.renderOnce({ dryRun: Boolean(values['dry-run']) });
-        out(typeof r === 'string' ? r : JSON.stringify(r, null, 2));
+        return await render(kp, Boolean(values['dry-run']), out);
       } finally {
         await kp.stop();
       }
-      return 0;
     }
     case 'doctor':
-      return doctor(settings, log, out);
+      return doctor(settings, out);
     default:
       throw new UsageError(`unknown command "${cmd}"`);
   }
-}
-
-async function doctor(settings: Settings, log: Logger, out: (l: string) => void): Promise<number> {
-  let failed = 0;
-  const check = async (what: string, fn: () => Promise<string> | string): Promise<void> => {
-    try {
-      out(`ok    ${what}: ${await fn()}`);
-    } catch (err) {
-      failed++;
-      out(`FAIL  ${what}: ${(err as Error).message}`);
-    }
-  };
-  out('settings:');
-  for (const s of describeSettings(settings)) out(`  ${s.setting} = ${s.value}`);
-  await check('database and keyring', () =>
-    withStore(settings, log, async (pool, keyring) => {
-      const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM platform_keys');
-      return `${rows[0]!.n} platform key(s); master keys ${keyring.describe().join(', ')}`;
-    }),
-  );
-  await check('output directory', () => {
-    mkdirSync(settings.outputDir, { recursive: true, mode: 0o755 });
-    accessSync(settings.outputDir, constants.W_OK);
-    return `${settings.outputDir} is writable`;
-  });
-  if (settings.reload !== 'none' || process.env.KEYPLANE_LITELLM_URL) {
-    await check('LiteLLM liveliness', async () => {
-      const res = await fetch(`${settings.litellmUrl}/health/liveliness`, { signal: AbortSignal.timeout(3000) });
-      if (!res.ok) throw new Error(`${displayUrl(settings.litellmUrl)} answered ${res.status}`);
-      return `${displayUrl(settings.litellmUrl)} is alive`;
-    });
-  }
-  out(failed ? `${failed} check(s) failed` : 'all checks passed');
-  return failed ? 1 : 0;
 }
 
 /** Entry point of the `keyplane` command: exit codes 0 ok, 1 failure, 2 usage, 78 configuration. */
@@ -190,9 +178,10 @@ export function main(argv: string[] = process.argv.slice(2)): void {
     },
     (err: unknown) => {
       const e = err instanceof Error ? err : new Error(String(err ?? 'start-up failed'));
-      process.stderr.write(`keyplane: ${e.message}\n`);
+      // One line: whatever the cause, the operator reads one sentence, never a stack trace.
+      process.stderr.write(`keyplane: ${e.message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}\n`);
       if (e instanceof UsageError) process.exit(2);
-      if (e instanceof ConfigError || e instanceof MissingMasterKeyError) process.exit(78);
+      if (e instanceof ConfigError || e instanceof MissingMasterKeyError || e instanceof WrongMasterKeyError) process.exit(78);
       process.exit(1);
     },
   );

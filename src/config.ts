@@ -1,12 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import YAML from 'yaml';
 import cron from 'node-cron';
 import proxyaddr from 'proxy-addr';
-import { parseDuration } from './duration';
-import { displayUrl, trimSlashes } from './url';
+import { formatDuration, parseDuration } from './duration';
+import { trimSlashes } from './url';
 
 export type ReloadKind = 'none' | 'command' | 'docker' | 'litellm-api';
 export type DockerMode = 'restart' | 'recreate';
@@ -14,6 +14,8 @@ export type DockerMode = 'restart' | 'recreate';
 export interface Settings {
   databaseUrl?: string;
   dataDir: string;
+  /** As root: where the embedded Postgres keeps binaries and clusters the `postgres` user could not reach where they are. */
+  embeddedPgDir: string;
   listen: { host: string; port: number };
   masterKey?: string;
   masterKeyFile?: string;
@@ -66,7 +68,6 @@ type Source = Record<string, string | undefined>;
 interface Def<K extends keyof Settings> {
   key: K;
   env: string;
-  secret?: boolean;
   parse: (raw: string, env: string) => Settings[K];
 }
 
@@ -80,10 +81,26 @@ function int(min: number, max: number) {
   };
 }
 
-function duration(raw: string, env: string): number {
-  const ms = parseDuration(raw);
-  if (ms === undefined) throw new ConfigError(env, `"${raw}" is not a duration such as 500ms, 30s or 5m`);
-  return ms;
+/** A duration with a unit (see duration.ts), from `min` to `max` milliseconds: zero or absurd intervals and timeouts cannot work. */
+function duration(min: number, max: number) {
+  return (raw: string, env: string): number => {
+    const r = parseDuration(raw);
+    if ('problem' in r) throw new ConfigError(env, r.problem);
+    if (r.ms < min) throw new ConfigError(env, `"${raw}" is too short: at least ${formatDuration(min)}`);
+    if (r.ms > max) throw new ConfigError(env, `"${raw}" is too long: at most ${formatDuration(max)}`);
+    return r.ms;
+  };
+}
+
+/** Docker takes its stop timeout in whole seconds; a bare number, once read as seconds, is refused with the unit to add. */
+function wholeSeconds(min: number, max: number) {
+  const ms = duration(min * 1000, max * 1000);
+  return (raw: string, env: string): number => {
+    if (/^\d+$/.test(raw)) throw new ConfigError(env, `"${raw}" has no unit (it used to mean seconds): write ${raw}s`);
+    const n = ms(raw, env);
+    if (n % 1000 !== 0) throw new ConfigError(env, `"${raw}" is not a whole number of seconds`);
+    return n / 1000;
+  };
 }
 
 function oneOf<T extends string>(...values: T[]) {
@@ -111,12 +128,21 @@ export function parseListen(raw: string, env = 'KEYPLANE_LISTEN'): { host: strin
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
+const SYNC_WAIT_MAX_MS = 10 * 60_000;
+
+/** `min[:max]`, each a duration with a unit; max defaults to 4 x min. Zero (no wait) is allowed: it is the default. */
 export function parseSyncWait(raw: string, env = 'KEYPLANE_SYNC_WAIT'): { minMs: number; maxMs: number } {
-  const [a, b, ...rest] = raw.split(':');
-  const minMs = a === undefined ? undefined : parseDuration(a);
-  const maxMs = b === undefined ? (minMs ?? 0) * 4 : parseDuration(b);
-  if (rest.length || minMs === undefined || maxMs === undefined) throw new ConfigError(env, `"${raw}" is not min[:max] with durations such as 50ms:2s`);
-  if (maxMs < minMs) throw new ConfigError(env, `max ${maxMs} ms is below min ${minMs} ms`);
+  const parts = raw.split(':');
+  if (parts.length > 2) throw new ConfigError(env, `"${raw}" is not min[:max] with durations such as 50ms:2s`);
+  const part = (text: string, which: string): number => {
+    const r = parseDuration(text);
+    if ('problem' in r) throw new ConfigError(env, `${which} ${r.problem} (the form is min[:max], such as 50ms:2s)`);
+    if (r.ms > SYNC_WAIT_MAX_MS) throw new ConfigError(env, `${which} "${text.trim()}" is too long: at most ${formatDuration(SYNC_WAIT_MAX_MS)}`);
+    return r.ms;
+  };
+  const minMs = part(parts[0]!, 'min');
+  const maxMs = parts[1] === undefined ? Math.min(minMs * 4, SYNC_WAIT_MAX_MS) : part(parts[1], 'max');
+  if (maxMs < minMs) throw new ConfigError(env, `max ${formatDuration(maxMs)} is below min ${formatDuration(minMs)}`);
   return { minMs, maxMs };
 }
 
@@ -160,22 +186,28 @@ function adminTokenFromFile(file: string): string {
   return adminToken(text.trim(), 'KEYPLANE_ADMIN_TOKEN_FILE');
 }
 
-function d<K extends keyof Settings>(key: K, env: string, parse: Def<K>['parse'], secret = false): Def<K> {
-  return { key, env, parse, secret };
+function d<K extends keyof Settings>(key: K, env: string, parse: Def<K>['parse']): Def<K> {
+  return { key, env, parse };
 }
 
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
 const DEFS = [
-  d('databaseUrl', 'KEYPLANE_DATABASE_URL', str, true),
+  d('databaseUrl', 'KEYPLANE_DATABASE_URL', str),
   d('dataDir', 'KEYPLANE_DATA_DIR', (r) => path.resolve(r)),
+  d('embeddedPgDir', 'KEYPLANE_EMBEDDED_PG_DIR', (r) => path.resolve(r)),
   d('listen', 'KEYPLANE_LISTEN', parseListen),
-  d('masterKey', 'KEYPLANE_MASTER_KEY', str, true),
+  d('masterKey', 'KEYPLANE_MASTER_KEY', str),
   d('masterKeyFile', 'KEYPLANE_MASTER_KEY_FILE', (r) => path.resolve(r)),
-  d('adminToken', 'KEYPLANE_ADMIN_TOKEN', adminToken, true),
+  d('adminToken', 'KEYPLANE_ADMIN_TOKEN', adminToken),
   d('adminTokenFile', 'KEYPLANE_ADMIN_TOKEN_FILE', (r) => path.resolve(r)),
   d('jwtSecret', 'KEYPLANE_JWT_SECRET', (r, env) => {
     if (r.length < 32) throw new ConfigError(env, 'must be at least 32 characters for HS256');
     return r;
-  }, true),
+  }),
   d('jwksUrl', 'KEYPLANE_JWKS_URL', url),
   d('jwtIssuer', 'KEYPLANE_JWT_ISSUER', str),
   d('jwtAudience', 'KEYPLANE_JWT_AUDIENCE', str),
@@ -183,27 +215,27 @@ const DEFS = [
   d('outputDir', 'KEYPLANE_OUTPUT_DIR', (r) => path.resolve(r)),
   d('baseConfig', 'KEYPLANE_BASE_CONFIG', (r) => path.resolve(r)),
   d('syncWait', 'KEYPLANE_SYNC_WAIT', parseSyncWait),
-  d('reconcileIntervalMs', 'KEYPLANE_RECONCILE_INTERVAL', duration),
+  d('reconcileIntervalMs', 'KEYPLANE_RECONCILE_INTERVAL', duration(SECOND, DAY)),
   d('checkCommand', 'KEYPLANE_CHECK_COMMAND', str),
   d('reload', 'KEYPLANE_RELOAD', oneOf<ReloadKind>('none', 'command', 'docker', 'litellm-api')),
   d('reloadCommand', 'KEYPLANE_RELOAD_COMMAND', str),
-  d('reloadTimeoutMs', 'KEYPLANE_RELOAD_TIMEOUT', duration),
+  d('reloadTimeoutMs', 'KEYPLANE_RELOAD_TIMEOUT', duration(SECOND, HOUR)),
   d('dockerContainers', 'KEYPLANE_DOCKER_CONTAINERS', list),
   d('dockerLabel', 'KEYPLANE_DOCKER_LABEL', str),
   d('dockerMode', 'KEYPLANE_DOCKER_MODE', oneOf<DockerMode>('restart', 'recreate')),
   d('dockerHost', 'DOCKER_HOST', str),
-  d('dockerStopTimeoutS', 'KEYPLANE_DOCKER_STOP_TIMEOUT', int(0, 600)),
-  d('readyTimeoutMs', 'KEYPLANE_READY_TIMEOUT', duration),
+  d('dockerStopTimeoutS', 'KEYPLANE_DOCKER_STOP_TIMEOUT', wholeSeconds(1, 600)),
+  d('readyTimeoutMs', 'KEYPLANE_READY_TIMEOUT', duration(SECOND, HOUR)),
   d('litellmUrl', 'KEYPLANE_LITELLM_URL', url),
-  d('litellmMasterKey', 'KEYPLANE_LITELLM_MASTER_KEY', str, true),
+  d('litellmMasterKey', 'KEYPLANE_LITELLM_MASTER_KEY', str),
   d('healthSchedule', 'KEYPLANE_HEALTH_SCHEDULE', cronExpr),
   d('healthConcurrency', 'KEYPLANE_HEALTH_CONCURRENCY', int(1, 1000)),
-  d('healthTimeoutMs', 'KEYPLANE_HEALTH_TIMEOUT', duration),
+  d('healthTimeoutMs', 'KEYPLANE_HEALTH_TIMEOUT', duration(100, 5 * MINUTE)),
   d('healthFailThreshold', 'KEYPLANE_HEALTH_FAIL_THRESHOLD', int(1, 100)),
   d('healthRecoverThreshold', 'KEYPLANE_HEALTH_RECOVER_THRESHOLD', int(1, 100)),
-  d('healthRetentionMs', 'KEYPLANE_HEALTH_RETENTION', duration),
-  // Webhook URLs (Slack-style) carry their token in the path: treated as a secret.
-  d('alertWebhook', 'KEYPLANE_ALERT_WEBHOOK', url, true),
+  d('healthRetentionMs', 'KEYPLANE_HEALTH_RETENTION', duration(HOUR, 3650 * DAY)),
+  // Webhook URLs (Slack-style) carry their token in the path: like every URL here, a bad one is never echoed.
+  d('alertWebhook', 'KEYPLANE_ALERT_WEBHOOK', url),
   d('logLevel', 'KEYPLANE_LOG_LEVEL', oneOf('error', 'warn', 'info', 'debug')),
   d('instanceId', 'KEYPLANE_INSTANCE_ID', str),
   d('authMaxFailures', 'KEYPLANE_AUTH_MAX_FAILURES', int(1, 10_000)),
@@ -215,6 +247,7 @@ function defaults(): Settings {
   const dataDir = path.resolve('.keyplane');
   return {
     dataDir,
+    embeddedPgDir: '/var/lib/keyplane/embedded',
     listen: { host: '127.0.0.1', port: 4100 },
     outputDir: path.join(dataDir, 'litellm'),
     syncWait: { minMs: 0, maxMs: 0 },
@@ -274,6 +307,9 @@ export function loadSettings(env: Source = process.env, flags: Source = {}): Set
     (s as unknown as Record<string, unknown>)[def.key] = def.parse(raw.trim(), def.env);
   }
   if (dataDirRaw && !merged.KEYPLANE_OUTPUT_DIR) s.outputDir = path.join(s.dataDir, 'litellm');
+  // systemd's `LoadCredential=master_key:FILE` hands the keyring over in $CREDENTIALS_DIRECTORY.
+  const credentials = env.CREDENTIALS_DIRECTORY;
+  if (!s.masterKey && !s.masterKeyFile && credentials && existsSync(path.join(credentials, 'master_key'))) s.masterKeyFile = path.join(credentials, 'master_key');
   validate(s);
   if (s.adminTokenFile) s.adminToken = adminTokenFromFile(s.adminTokenFile);
   return s;
@@ -297,14 +333,4 @@ function validate(s: Settings): void {
   if (s.reload === 'docker' && s.dockerContainers.length === 0 && !s.dockerLabel) {
     throw new ConfigError('KEYPLANE_DOCKER_CONTAINERS', 'KEYPLANE_RELOAD=docker needs KEYPLANE_DOCKER_CONTAINERS or KEYPLANE_DOCKER_LABEL');
   }
-}
-
-/** The settings table for `doctor` and the README: name, and whether a value is set (secrets never shown). */
-export function describeSettings(s: Settings): Array<{ setting: string; value: string }> {
-  return DEFS.map((def) => {
-    const v = (s as unknown as Record<string, unknown>)[def.key];
-    const shown =
-      v === undefined ? '(unset)' : def.secret ? '(set)' : typeof v === 'object' ? JSON.stringify(v) : /^https?:\/\//.test(String(v)) ? displayUrl(String(v)) : String(v);
-    return { setting: def.env, value: shown };
-  });
 }

@@ -55,7 +55,8 @@ export interface BuildOptions {
   logStream?: NodeJS.WritableStream;
   /**
    * false: only the store and services (CLI commands such as import and render): no HTTP listener,
-   * no sync loop, no reloads, no prober.
+   * no sync loop, no reloads, no prober; the embedded Postgres of a server running on the same data
+   * dir is used beside it.
    */
   listen?: boolean;
 }
@@ -90,15 +91,23 @@ export interface Keyplane {
 
 type Stopper = { name: string; stop: () => Promise<void> | void };
 
-/** Opens the database (embedded when no URL is set), migrates it and checks the keyring against it. */
-export async function openStore(settings: Settings, log: Logger, secrets: SecretRegistry, stoppers: Stopper[]): Promise<{ pool: Pool; keyring: Keyring; url: string }> {
-  const keyring = resolveKeyring(settings, secrets, log.child({ component: 'keyring' }));
+/**
+ * Opens the database (embedded when no URL is set), migrates it and checks the keyring against it.
+ * `share`: a command run beside a server uses that server's embedded Postgres.
+ */
+export async function openStore(settings: Settings, log: Logger, secrets: SecretRegistry, stoppers: Stopper[], opts: { share?: boolean } = {}): Promise<{ pool: Pool; keyring: Keyring; url: string }> {
+  // A configured keyring is checked before Postgres starts; the development key is made only once the
+  // embedded Postgres it belongs with has started (a start that fails leaves no key behind).
+  const configured = Boolean(settings.masterKey || settings.masterKeyFile || settings.databaseUrl);
+  const keyringOf = (): Keyring => resolveKeyring(settings, secrets, log.child({ component: 'keyring' }));
+  const early = configured ? keyringOf() : undefined;
   let url = settings.databaseUrl;
   if (!url) {
-    const db = await startEmbeddedPostgres(settings.dataDir, log.child({ component: 'postgres' }));
+    const db = await startEmbeddedPostgres(settings.dataDir, log.child({ component: 'postgres' }), { share: opts.share, runtimeDir: settings.embeddedPgDir });
     stoppers.push({ name: 'embedded-postgres', stop: db.stop });
     url = db.url;
   }
+  const keyring = early ?? keyringOf();
   const pool = createPool(url, { max: 20, applicationName: `keyplane:${settings.instanceId}` });
   stoppers.push({ name: 'pool', stop: () => pool.end() });
   const applied = await migrate(pool);
@@ -124,7 +133,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
   const log = createLogger({ level: settings.logLevel, secrets, stream: opts.logStream });
   const stoppers: Stopper[] = [];
   try {
-    const { pool, keyring, url } = await openStore(settings, log, secrets, stoppers);
+    const { pool, keyring, url } = await openStore(settings, log, secrets, stoppers, { share: opts.listen === false });
     const runtime = opts.listen !== false;
     const fingerprints = await loadFingerprinter(pool, keyring);
     const metrics = createMetrics();

@@ -167,10 +167,10 @@ describe('keyplane command, on its embedded Postgres', () => {
     expect(summary.models).toBe(4);
     expect(res.stdout + res.stderr).not.toContain('sk-import-test');
     const doctor = await run(process.execPath, [BIN, 'doctor'], { env });
-    const m = /ok {4}database and keyring: (\d+) platform key\(s\); master keys k2 \(sha256:[0-9a-f]{8}\)/.exec(doctor.stdout);
-    expect(Number(m?.[1])).toBeGreaterThanOrEqual(4);
-    expect(doctor.stdout).toMatch(/all checks passed/);
-    expect(doctor.stdout).toMatch(/KEYPLANE_MASTER_KEY = \(set\)/);
+    expect(doctor.stdout).toMatch(/^OK   master key: KEYPLANE_MASTER_KEY: k2 \(sha256:[0-9a-f]{8}\)$/m);
+    const m = /^OK   secrets: all (\d+) secret\(s\) decrypt \(\d+ under k2\)$/m.exec(doctor.stdout);
+    expect(Number(m?.[1])).toBeGreaterThanOrEqual(5);
+    expect(doctor.stdout).toMatch(/^all checks passed$/m);
     expect(doctor.stdout).not.toContain(rotatedKey.split(':')[1]);
 
     // render --dry-run shows what would be written (values masked) and writes nothing; render writes.
@@ -196,6 +196,6 @@ describe('keyplane command, on its embedded Postgres', () => {
     expect(Buffer.from(b64!, 'base64')).toHaveLength(32);
     const bad = await run(process.execPath, [BIN, 'migrate'], { env: { PATH: process.env.PATH!, KEYPLANE_SYNC_WAIT: 'soon', KEYPLANE_DATA_DIR: dataDir } }).catch((e) => e);
     expect(bad.code).toBe(78);
-    expect(bad.stderr.trim().split('\n')).toEqual(['keyplane: KEYPLANE_SYNC_WAIT: "soon" is not min[:max] with durations such as 50ms:2s']);
+    expect(bad.stderr.trim().split('\n')).toEqual(['keyplane: KEYPLANE_SYNC_WAIT: min "soon" is not a duration such as 500ms, 30s, 5m, 1h or 7d (the form is min[:max], such as 50ms:2s)']);
   });
 });

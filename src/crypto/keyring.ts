@@ -16,17 +16,37 @@ export interface MasterKey {
 }
 
 export class MissingMasterKeyError extends Error {
-  constructor(readonly kids: string[]) {
-    super(`stored secrets need master key id(s) ${kids.join(', ')}, which KEYPLANE_MASTER_KEY does not configure`);
+  constructor(readonly kids: string[], hint?: string) {
+    super(`stored secrets are encrypted under master key id(s) ${kids.join(', ')}, which the configured keyring does not have${hint ? `: ${hint}` : ''}`);
     this.name = 'MissingMasterKeyError';
   }
 }
 
+/** One secret that does not decrypt with the key of its id (found at start-up: WrongMasterKeyError). */
 export class DecryptionError extends Error {
-  constructor(ref: string) {
-    super(`secret ${ref} does not decrypt: it was not written for this row, or was altered`);
+  constructor(readonly ref: string, readonly kid: string) {
+    super(`secret ${ref} does not decrypt with master key ${kid}: the key differs from the one it was encrypted with, or the stored value was changed`);
     this.name = 'DecryptionError';
   }
+}
+
+/** Start-up: a configured key has the id of the stored secrets' key but other bytes (a regenerated or mistyped key). */
+export class WrongMasterKeyError extends Error {
+  constructor(readonly kids: string[], source: string) {
+    super(
+      `this master key does not decrypt the stored secrets: master key id(s) ${kids.join(', ')} from ${source} ` +
+        `are not the key(s) the secrets were encrypted with under that id; configure the original key file`,
+    );
+    this.name = 'WrongMasterKeyError';
+  }
+}
+
+/** Where a keyring came from, for messages: the setting or file, and whether it is the generated development key. */
+export interface KeyringOrigin {
+  source: string;
+  dev: boolean;
+  /** The development key's file (it exists once keyplane ran without a master key configured). */
+  devKeyFile?: string;
 }
 
 const KEY_ID = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -41,13 +61,17 @@ const dec = new TextDecoder();
 export class Keyring {
   private readonly byId: Map<string, Uint8Array>;
 
-  constructor(readonly keys: MasterKey[], private readonly secrets: SecretRegistry) {
+  constructor(
+    readonly keys: MasterKey[],
+    private readonly secrets: SecretRegistry,
+    readonly origin: KeyringOrigin = { source: 'KEYPLANE_MASTER_KEY', dev: false },
+  ) {
     if (keys.length === 0) throw new Error('a keyring needs at least one master key');
     this.byId = new Map(keys.map((k) => [k.id, k.key]));
   }
 
   /** Parses `id:base64[,id:base64...]`; errors name `setting` and never echo a key. */
-  static parse(spec: string, secrets: SecretRegistry, setting = 'KEYPLANE_MASTER_KEY'): Keyring {
+  static parse(spec: string, secrets: SecretRegistry, setting = 'KEYPLANE_MASTER_KEY', origin?: KeyringOrigin): Keyring {
     const keys: MasterKey[] = [];
     for (const [i, part] of spec.split(',').map((s) => s.trim()).filter(Boolean).entries()) {
       const at = part.indexOf(':');
@@ -59,7 +83,7 @@ export class Keyring {
       keys.push({ id, key: new Uint8Array(key) });
     }
     if (keys.length === 0) throw new Error(`${setting}: no key given`);
-    return new Keyring(keys, secrets);
+    return new Keyring(keys, secrets, origin ?? { source: setting, dev: false });
   }
 
   /** A new `id:base64` entry for KEYPLANE_MASTER_KEY. */
@@ -105,7 +129,7 @@ export class Keyring {
       this.secrets.add(value);
       return value;
     } catch {
-      throw new DecryptionError(ref);
+      throw new DecryptionError(ref, kid);
     }
   }
 }

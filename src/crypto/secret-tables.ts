@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Pool, PoolClient } from '../db/pool';
 import { withTransaction } from '../db/pool';
-import { Fingerprinter, Keyring, MissingMasterKeyError, type StoredJwe } from './keyring';
+import { DecryptionError, Fingerprinter, Keyring, MissingMasterKeyError, WrongMasterKeyError, type StoredJwe } from './keyring';
 
 /** Every table that holds a secret, with how to build each row's reference (the JWE's AAD). */
 export const SECRET_TABLES = [
@@ -14,12 +14,41 @@ export const platformKeyRef = (name: string, version: number): string => `platfo
 export const byokRef = (user: string, provider: string): string => `byok/${user}/${provider}`;
 export const internalRef = (name: string): string => `keyplane/${name}`;
 
-/** Refuses to go on when a stored secret needs a master key id the keyring lacks; names the ids. */
+/**
+ * Refuses to go on when the keyring cannot read the stored secrets: a key id they need is missing
+ * (MissingMasterKeyError, with what to do), or a configured key has their id but is not their key
+ * (WrongMasterKeyError): one secret of each key id is decrypted to tell.
+ */
 export async function assertKeyringCovers(pool: Pool, keyring: Keyring): Promise<void> {
   const union = SECRET_TABLES.map((t) => `SELECT DISTINCT kid FROM ${t.table}`).join(' UNION ');
   const { rows } = await pool.query<{ kid: string }>(union);
   const missing = rows.map((r) => r.kid).filter((kid) => !keyring.has(kid)).sort();
-  if (missing.length) throw new MissingMasterKeyError(missing);
+  if (missing.length) throw new MissingMasterKeyError(missing, missingKeyHint(missing, keyring));
+  const wrong = new Set<string>();
+  for (const t of SECRET_TABLES) {
+    const sample = await pool.query<Record<string, unknown> & { jwe: StoredJwe; kid: string }>(
+      `SELECT DISTINCT ON (kid) ${t.keys.join(', ')}, jwe, kid FROM ${t.table} ORDER BY kid`,
+    );
+    for (const row of sample.rows) {
+      if (wrong.has(row.kid)) continue;
+      try {
+        await keyring.decrypt(row.jwe, t.ref(row));
+      } catch (err) {
+        if (err instanceof DecryptionError) wrong.add(row.kid);
+        else throw err;
+      }
+    }
+  }
+  if (wrong.size) throw new WrongMasterKeyError([...wrong].sort(), keyring.origin.source);
+}
+
+function missingKeyHint(missing: string[], keyring: Keyring): string {
+  const { origin } = keyring;
+  if (origin.dev) return `keyplane is using the development key ${origin.devKeyFile ?? ''}; after \`keyplane master-key move\`, set KEYPLANE_MASTER_KEY_FILE to the file it wrote`;
+  if (missing.includes('dev') && origin.devKeyFile) {
+    return `they are still under the development key (${origin.devKeyFile}): unset ${origin.source.split(' ')[0]} and run \`keyplane master-key move --to FILE\`, which moves them to a new key`;
+  }
+  return `add the key(s) with these id(s) to ${origin.source} (its first key encrypts, all of them decrypt)`;
 }
 
 /** The fingerprint key lives encrypted in the database, made on first start, so fingerprints survive master-key rotation. */

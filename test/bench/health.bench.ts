@@ -75,7 +75,7 @@ async function openDatabase(log: ReturnType<typeof createLogger>): Promise<{ poo
     };
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'keyplane-bench-pg-'));
-  const db = await startEmbeddedPostgres(dir, log, 'postgres');
+  const db = await startEmbeddedPostgres(dir, log, { database: 'postgres' });
   const pool = createPool(db.url, { max: 10 });
   return {
     pool,

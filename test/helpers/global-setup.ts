@@ -19,7 +19,7 @@ export default async function globalSetup(): Promise<void> {
   let dataDir: string | undefined;
   if (!adminUrl) {
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'keyplane-test-pg-'));
-    const db = await startEmbeddedPostgres(dataDir, log, 'postgres');
+    const db = await startEmbeddedPostgres(dataDir, log, { database: 'postgres' });
     adminUrl = db.url;
     stop = db.stop;
   }
