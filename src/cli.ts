@@ -7,6 +7,7 @@ import { createKeyplane, type Keyplane } from './main';
 import { TokensStore } from './features/tokens/tokens-store';
 import type { Role } from './http/principal';
 import { importLitellm } from './import';
+import { ImportRefused } from './import/source';
 import { doctor } from './doctor';
 import { moveMasterKey } from './cli/master-key';
 import { withStore } from './cli/store';
@@ -178,8 +179,9 @@ export function main(argv: string[] = process.argv.slice(2)): void {
     },
     (err: unknown) => {
       const e = err instanceof Error ? err : new Error(String(err ?? 'start-up failed'));
-      // One line: whatever the cause, the operator reads one sentence, never a stack trace.
-      process.stderr.write(`keyplane: ${e.message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ')}\n`);
+      // Never a stack trace: one line, or (for an import's problems) one line a problem.
+      const text = e instanceof ImportRefused ? e.message : e.message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ');
+      process.stderr.write(`keyplane: ${text}\n`);
       if (e instanceof UsageError) process.exit(2);
       if (e instanceof ConfigError || e instanceof MissingMasterKeyError || e instanceof WrongMasterKeyError) process.exit(78);
       process.exit(1);

@@ -113,23 +113,33 @@ describe('the README', () => {
 
   describe('quick start, run against keyplane started by its own command', () => {
     let dir: string;
+    let embeddedParent: string;
     let server: ChildProcess | undefined;
     let output = '';
     let port: number;
     let tree: number[] = [];
 
     beforeAll(async () => {
+      // mkdtemp makes it 0700: as root (tests run as root), the README's commands must work from a
+      // closed directory such as /root. The embedded Postgres then lives in KEYPLANE_EMBEDDED_PG_DIR,
+      // here under a passable temp dir instead of /var/lib.
       dir = mkdtempSync(path.join(os.tmpdir(), 'kp-readme-'));
-      // mkdtemp makes it 0700; the README's clone directory is usually 0755. (As root in a 0700
-      // directory the embedded Postgres needs issue 9's hosts fix; with it merged, this chmod can go.)
-      chmodSync(dir, 0o755);
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+      embeddedParent = mkdtempSync(path.join(os.tmpdir(), 'kp-readme-pg-'));
+      chmodSync(embeddedParent, 0o711);
       port = await freePort();
       const [serve] = commandsOf(markedBlock(README, 'quick-start:serve'));
       expect(serve!.startsWith(SKIP_INSTALL)).toBe(true);
       server = spawn('sh', ['-c', serve!.slice(SKIP_INSTALL.length)], {
         cwd: ROOT,
         detached: true,
-        env: { ...cleanEnv(), KEYPLANE_DATA_DIR: path.join(dir, '.keyplane'), KEYPLANE_LISTEN: `127.0.0.1:${port}`, KEYPLANE_HEALTH_SCHEDULE: 'off' },
+        env: {
+          ...cleanEnv(),
+          KEYPLANE_DATA_DIR: path.join(dir, '.keyplane'),
+          KEYPLANE_EMBEDDED_PG_DIR: path.join(embeddedParent, 'embedded'),
+          KEYPLANE_LISTEN: `127.0.0.1:${port}`,
+          KEYPLANE_HEALTH_SCHEDULE: 'off',
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       server.stdout!.on('data', (c) => (output += c));
@@ -152,6 +162,7 @@ describe('the README', () => {
       }
       for (const pid of tree) if (alive(pid)) process.kill(pid, 'SIGKILL');
       rmSync(dir, { recursive: true, force: true });
+      rmSync(embeddedParent, { recursive: true, force: true });
     });
 
     it('runs every command of the quick start: each exits 0, and LiteLLM\'s files hold what the README says', async () => {

@@ -101,10 +101,30 @@ describe('stopping npm start', () => {
   it('a stop while it is still starting stops everything it started', async () => {
     const s = startKeyplane(ROOT, env);
     // As soon as its Postgres runs: the stop lands during migrations, the listen or the sync start.
+    // initdb's bootstrap backend also writes postmaster.pid (on a fresh cluster): wait for the one
+    // whose parent is keyplane's node.
+    const parentOf = (pid: number): number => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+    const isKeyplane = (pid: number): boolean => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('keyplane.js');
+      } catch {
+        return false;
+      }
+    };
     const deadline = Date.now() + 60_000;
-    while (!existsSync(pidFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    const pm = postmaster();
-    const node = Number(readFileSync(`/proc/${pm}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+    let node = 0;
+    while (Date.now() < deadline) {
+      try {
+        if (existsSync(pidFile) && isKeyplane(parentOf(postmaster()))) {
+          node = parentOf(postmaster());
+          break;
+        }
+      } catch {
+        // The pid file is being written, or its process just ended.
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(node).toBeGreaterThan(0);
     const pids = tree(node);
     signal(node, 'SIGTERM');
     await expect(s).rejects.toThrow(/exited \(0\) before it was ready|stopped by SIGTERM while starting/);
