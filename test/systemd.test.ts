@@ -208,8 +208,8 @@ describe('systemd/install.sh into a throwaway root', () => {
       for (const [k, v] of Object.entries(env)) if (/^\/(etc|var\/lib)\/keyplane(\/|$)/.test(v)) env[k] = path.join(root, v);
       const [credName, credSource] = unit.find(([k]) => k === 'LoadCredential')![1].split(':') as [string, string];
       copyFileSync(path.join(root, credSource), path.join(creds, credName));
-      // systemd's $CREDENTIALS_DIRECTORY/master_key, pointed at directly.
-      env.KEYPLANE_MASTER_KEY_FILE = path.join(creds, credName);
+      // What systemd hands over for LoadCredential=: $CREDENTIALS_DIRECTORY, read by keyplane itself.
+      env.CREDENTIALS_DIRECTORY = creds;
       const port = await freePort();
       Object.assign(env, { KEYPLANE_DATABASE_URL: db.url, KEYPLANE_LISTEN: `127.0.0.1:${port}`, KEYPLANE_HEALTH_SCHEDULE: 'off' });
 
