@@ -213,8 +213,10 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       settings, log, secrets, metrics, pool, keyring, platformKeys, providers, models, tokens, audit, routes, events, sync, reloads, prober, health,
       renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings, digest: (text) => fingerprints.of(text) }, o),
       stop: async () => {
+        const started = Date.now();
         log.info('stopping');
         await stopAll(stoppers, log);
+        log.info('stopped', { ms: Date.now() - started });
       },
     };
 
