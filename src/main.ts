@@ -22,6 +22,8 @@ import { PlatformKeysService } from './features/platform-keys/platform-keys-serv
 import { registerPlatformKeyRoutes } from './features/platform-keys/platform-keys-routes';
 import { ProvidersService } from './features/providers/providers-service';
 import { registerProviderRoutes } from './features/providers/providers-routes';
+import { registerKeyPoolRoutes } from './features/key-pools/key-pools-routes';
+import { KeyStatesService } from './features/key-pools/key-states';
 import { DestinationsService } from './features/destinations/destinations-service';
 import { registerDestinationRoutes } from './features/destinations/destinations-routes';
 import { ModelsService } from './features/models/models-service';
@@ -70,6 +72,7 @@ export interface Keyplane {
   pool: Pool;
   keyring: Keyring;
   platformKeys: PlatformKeysService;
+  keyStates: KeyStatesService;
   providers: ProvidersService;
   models: ModelsService;
   tokens: TokensStore;
@@ -157,6 +160,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       : undefined;
     if (webhook) stoppers.push({ name: 'alerts', stop: () => webhook.stop() });
     const alerter: Alerter = webhook ?? new LogAlerter(log.child({ component: 'alerts' }));
+    const keyStates = new KeyStatesService(pool, alerter, log.child({ component: 'key-states' }), metrics.registry);
 
     let reloads: ReloadQueue | undefined;
     let sync: SyncRuntime | undefined;
@@ -184,6 +188,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
 
     const routes = new RouteTable();
     registerPlatformKeyRoutes(routes, platformKeys);
+    registerKeyPoolRoutes(routes, { states: keyStates, platformKeys });
     registerDestinationRoutes(routes, destinations);
     // Before the providers' routes: /providers/health must not be taken for /providers/:slug.
     if (prober) registerHealthRoutes(routes, { store: health, prober, litellmUrl: displayUrl(settings.litellmUrl) });
@@ -210,7 +215,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     if (runtime && !settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
 
     const kp: Keyplane = {
-      settings, log, secrets, metrics, pool, keyring, platformKeys, providers, models, tokens, audit, routes, events, sync, reloads, prober, health,
+      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, providers, models, tokens, audit, routes, events, sync, reloads, prober, health,
       renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings, digest: (text) => fingerprints.of(text) }, o),
       stop: async () => {
         const started = Date.now();

@@ -1,3 +1,4 @@
+import type { KeyState } from '../../sync/desired-state';
 import type { Pool, PoolClient } from '../../db/pool';
 import { CommitOutcomeUnknown, isConnectionError, TransientConflict, withBatchedTransaction, withRetry, withTransaction } from '../../db/pool';
 import { type Fingerprinter, type Keyring, last4, maskKey } from '../../crypto/keyring';
@@ -20,6 +21,13 @@ export interface PlatformKeyView {
   created_at: string;
   updated_at: string;
   source: 'database';
+  /** In service (`active`, `cooling`, `retiring`) or not (`disabled`); see KeyStatesService. */
+  state: KeyState;
+  state_reason: string | null;
+  state_note?: string;
+  state_since: string;
+  state_until: string | null;
+  replaced_by?: string;
 }
 
 export interface PutKeyInput {
@@ -78,6 +86,12 @@ export function toView(r: KeyRow): PlatformKeyView {
     created_at: r.created_at.toISOString(),
     updated_at: r.updated_at.toISOString(),
     source: 'database',
+    state: r.state,
+    state_reason: r.state_reason,
+    ...(r.state_note ? { state_note: r.state_note } : {}),
+    state_since: r.state_since.toISOString(),
+    state_until: iso(r.state_until),
+    ...(r.replaced_by ? { replaced_by: r.replaced_by } : {}),
   };
 }
 
