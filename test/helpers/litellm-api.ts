@@ -4,6 +4,7 @@ import { Fingerprinter } from '../../src/crypto/keyring';
 import { LitellmStateStore } from '../../src/litellm/litellm-state-store';
 import { createLogger, SecretRegistry, type Logger } from '../../src/log';
 import { LitellmApiReloader } from '../../src/reload/litellm-api';
+import { litellmModelId } from '../../src/reload/litellm-plan';
 import type { ReloadRequest } from '../../src/reload/reloader';
 import type { DesiredModel, DesiredState } from '../../src/sync/desired-state';
 import type { TestDatabase } from './db';
@@ -27,6 +28,11 @@ export const M_OPENAI = randomUUID();
 export const M_CLAUDE = randomUUID();
 export const M_GROQ = randomUUID();
 export const M_FIREWORKS = randomUUID();
+/** Their ids in LiteLLM: one DB model per (model, key), each provider's key named after it. */
+export const D_OPENAI = litellmModelId(M_OPENAI, 'openai');
+export const D_CLAUDE = litellmModelId(M_CLAUDE, 'anthropic');
+export const D_GROQ = litellmModelId(M_GROQ, 'groq');
+export const D_FIREWORKS = litellmModelId(M_FIREWORKS, 'fireworks');
 
 /** Four providers (one disabled, one without a key) and one model each; every pair approved. */
 export function baseState(): DesiredState {
