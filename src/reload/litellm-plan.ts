@@ -133,6 +133,11 @@ export function planReconcile(state: DesiredState, existingCredentials: Credenti
       plan.copies.push(`model ${id} (${m.model_name}) carries keyplane_id ${m.model_info.keyplane_id} but keyplane did not create it: left alone`);
     }
   }
+  // How many deployments each model_name will have in LiteLLM: keyplane's, and what is not keyplane's.
+  const sharing = new Map<string, number>();
+  const share = (name: string): void => void sharing.set(name, (sharing.get(name) ?? 0) + 1);
+  for (const w of wantedModels.values()) share(w.modelName);
+  for (const m of existingModels) if (typeof m.model_info.id !== 'string' || !owned.models.has(m.model_info.id)) share(m.model_name);
   for (const wanted of wantedModels.values()) {
     // A model must not be pointed at a credential that keyplane does not own.
     if (typeof wanted.params.litellm_credential_name === 'string' && blocked.has(wanted.params.litellm_credential_name)) continue;
@@ -142,7 +147,7 @@ export function planReconcile(state: DesiredState, existingCredentials: Credenti
       plan.models.push({ op: 'model:create', id: wanted.id, body: newModelBody(wanted) });
       continue;
     }
-    const want = keptWeight(wanted, have);
+    const want = sharing.get(wanted.modelName) === 1 ? keptWeight(wanted, have) : wanted;
     const drift = modelDrift(want, have, resend);
     if (drift === 'recreate') plan.models.push({ op: 'model:recreate', id: want.id, body: newModelBody(want) });
     else if (drift) plan.models.push({ op: 'model:update', id: want.id, patch: drift });
@@ -245,10 +250,12 @@ function modelDigests(modelName: string, params: Record<string, unknown>, info: 
 }
 
 /**
- * A weight keyplane once set stays, at the key's own weight, when the pool shrinks to one key: a
- * PATCH cannot remove a field, and recreating the model (delete, then create) could leave a
- * LiteLLM worker that polls in between without it for a whole poll, at the end of a rotation say.
- * Alone in its model_name, a weight changes nothing.
+ * For a deployment alone in its model_name (the caller checks): a weight keyplane once set stays,
+ * at the key's own weight, when the pool shrinks to one key. A PATCH cannot remove a field, and
+ * recreating the model (delete, then create) could leave a LiteLLM worker that polls in between
+ * without it for a whole poll, at the end of a rotation say; alone, a weight changes nothing. Beside
+ * other deployments it would (LiteLLM's simple-shuffle counts a missing weight as 0), so there the
+ * model is recreated as the rendered file has it.
  */
 function keptWeight(want: DesiredLitellmModel, have: ModelView): DesiredLitellmModel {
   if ('weight' in want.params || !('litellm_params.weight' in digestsOf(have.model_info))) return want;
