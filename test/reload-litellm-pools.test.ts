@@ -227,6 +227,34 @@ describe('litellm-api with key pools', () => {
     expect(pooled().map((m) => m.litellm_params.weight)).toEqual([undefined, undefined]);
   });
 
+  it('an install from before pools: each DB model (id = keyplane\'s model id) is replaced by its per-key ones, created before it goes', async () => {
+    const pool = state.providers.find((p) => p.slug === 'pooled')!;
+    const three = pool.keys!;
+    pool.keys = [{ name: 'pool-a', weight: 1 }];
+    await run();
+    // What an earlier keyplane left: the same model under keyplane's own id, in the ledger.
+    const legacy = fake.models.get(idOf('pool-a'))!;
+    fake.models.delete(idOf('pool-a'));
+    fake.models.set(M_POOL, { ...legacy, model_id: M_POOL, model_info: { ...legacy.model_info, id: M_POOL, keyplane_id: M_POOL } });
+    delete fake.models.get(M_POOL)!.model_info.keyplane_key;
+    await db.pool.query("UPDATE litellm_owned SET name = $1 WHERE kind = 'model' AND name = $2", [M_POOL, idOf('pool-a')]);
+    pool.keys = three;
+    fake.clearRequests();
+    await run();
+    // The model a write creates or deletes.
+    const idIn = (body: unknown) => (body as { model_info?: { id?: string }; id?: string } | undefined)?.model_info?.id ?? (body as { id?: string } | undefined)?.id;
+    expect(fake.writes().map((w) => [w.method, w.path, idIn(w.body)])).toEqual([
+      ['POST', '/credentials', undefined],
+      ['POST', '/credentials', undefined],
+      ['POST', '/model/new', idOf('pool-a')],
+      ['POST', '/model/new', idOf('pool-b')],
+      ['POST', '/model/new', idOf('pool-c')],
+      ['POST', '/model/delete', M_POOL],
+    ]);
+    expect(Object.keys(poolView().models).sort()).toEqual(POOL_KEYS.map(idOf).sort());
+    expect(await ledger(db)).not.toContain(`model:${M_POOL}`);
+  });
+
   it('a reload cut short at any write is completed by the next one, as a clean run would leave it, without a duplicate', async () => {
     const base = structuredClone(state);
     // A key out, a weight changed and a key given a new value, at once.
