@@ -31,6 +31,7 @@ export interface KeyResult {
 
 export type KeyProbeTrigger = 'round' | 'recheck';
 
+/** `key:result` comes once the results are stored (a state change committed before, as soon as the key's probes were in). */
 export interface KeyProbeEvents {
   'key:result': KeyResult & { trigger: KeyProbeTrigger };
   'key:recheck-done': { keys: string[] };
@@ -74,6 +75,12 @@ export class KeyProber {
   private readonly pendingAlerts = new Set<Promise<void>>();
   /** Rounds and rechecks take turns: streaks are read, advanced and written by one at a time. */
   private turn: Promise<unknown> = Promise.resolve();
+  /**
+   * State changes commit one at a time: each counts the keys its pools still have in service, and two
+   * keys of one pool changed side by side would each see the other still in service (no
+   * `provider.no_keys` when both go).
+   */
+  private changes: Promise<unknown> = Promise.resolve();
   private timer?: NodeJS.Timeout;
   private ticking = false;
   private nudged = false;
@@ -169,14 +176,17 @@ export class KeyProber {
     const [pairs, health] = await Promise.all([this.deps.store.pairs(names), this.deps.store.health(names)]);
     const byKey = new Map<string, PoolPair[]>();
     for (const p of pairs) byKey.set(p.name, [...(byKey.get(p.name) ?? []), p]);
-    const decided = await Promise.all([...byKey].map(([name, ps]) => this.probeKey(trigger, name, ps, health.get(name), secrets.get(name), probes)));
+    const decided = await Promise.all([...byKey].map(([name, ps]) => this.probeKey(name, ps, health.get(name), secrets.get(name), probes)));
     if (probes.signal.aborted) throw new Error('the prober stopped during the key probes; their results were not stored');
     await this.deps.store.save(decided.map((d) => d.decision.health));
-    for (const d of decided) if (d.decision.credit) this.creditAlert(d);
+    for (const d of decided) {
+      if (d.decision.credit) this.creditAlert(d);
+      this.deps.emitter?.emit('key:result', { ...d.result, trigger });
+    }
     return decided.map((d) => d.result);
   }
 
-  private async probeKey(trigger: KeyProbeTrigger, name: string, pairs: PoolPair[], prev: KeyHealthRow | undefined, secret: { value: string; version: number } | undefined, probes: ProbeClient) {
+  private async probeKey(name: string, pairs: PoolPair[], prev: KeyHealthRow | undefined, secret: { value: string; version: number } | undefined, probes: ProbeClient) {
     const findings = await Promise.all(pairs.map((p) => this.findingFor(p, secret, probes)));
     pairs.forEach((p, i) => this.probes.inc({ provider: p.provider, outcome: findings[i]!.outcome }));
     const finding = combineFindings(findings);
@@ -199,8 +209,7 @@ export class KeyProber {
       changed: decision.change !== undefined,
       credit: finding.credit,
     };
-    this.deps.emitter?.emit('key:result', { ...result, trigger });
-    return { result, decision, finding };
+    return { result, decision };
   }
 
   private async findingFor(p: PoolPair, secret: { value: string; version: number } | undefined, probes: ProbeClient): Promise<KeyFinding> {
@@ -222,13 +231,16 @@ export class KeyProber {
   private async apply(name: string, before: KeyNow, prev: KeyHealthRow | undefined, finding: KeyFinding, early: KeyDecision): Promise<{ decision: KeyDecision; now: KeyNow }> {
     const { change: _, ...unchanged } = early;
     try {
-      const out = await withTransaction(this.deps.pool, async (c) => {
+      const commit = (): Promise<{ decision: KeyDecision; now: KeyNow; t: Transition | undefined } | undefined> => withTransaction(this.deps.pool, async (c) => {
         const cur = (await c.query<KeyNow>('SELECT state, state_reason, state_until, current_version FROM platform_keys WHERE name = $1 FOR UPDATE', [name])).rows[0];
         if (!cur || cur.current_version !== before.current_version) return undefined;
         const decision = decideKey(name, cur, prev, finding, this.deps.policy, this.now());
         const t: Transition | undefined = decision.change ? await this.deps.states.transition(c, name, decision.change, ACTOR) : undefined;
         return { decision, now: cur, t };
       });
+      const run = this.changes.then(commit, commit);
+      this.changes = run.catch(() => undefined);
+      const out = await run;
       if (!out) return { decision: unchanged, now: before };
       await this.deps.states.announce(out.t);
       return { decision: out.decision, now: out.now };
