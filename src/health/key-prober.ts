@@ -175,7 +175,11 @@ export class KeyProber {
   private async probeKeys(trigger: KeyProbeTrigger, names: string[] | undefined, probes: ProbeClient, secrets: Secrets): Promise<KeyResult[]> {
     const [pairs, health] = await Promise.all([this.deps.store.pairs(names), this.deps.store.health(names)]);
     const byKey = new Map<string, PoolPair[]>();
-    for (const p of pairs) byKey.set(p.name, [...(byKey.get(p.name) ?? []), p]);
+    for (const p of pairs) {
+      const list = byKey.get(p.name);
+      if (list) list.push(p);
+      else byKey.set(p.name, [p]);
+    }
     const decided = await Promise.all([...byKey].map(([name, ps]) => this.probeKey(name, ps, health.get(name), secrets.get(name), probes)));
     if (probes.signal.aborted) throw new Error('the prober stopped during the key probes; their results were not stored');
     await this.deps.store.save(decided.map((d) => d.decision.health));
@@ -193,8 +197,9 @@ export class KeyProber {
     const first = pairs[0]!;
     const before: KeyNow = { state: first.state, state_reason: first.state_reason, state_until: first.state_until, current_version: secret?.version ?? first.current_version };
     let decision = decideKey(name, before, prev, finding, this.deps.policy, this.now());
-    let now = before;
-    if (decision.change && !probes.signal.aborted) ({ decision, now } = await this.apply(name, before, prev, finding, decision));
+    // The state the key was in when the change was decided (re-read under its lock).
+    let current = before;
+    if (decision.change && !probes.signal.aborted) ({ decision, current } = await this.apply(name, before, prev, finding, decision));
     const result: KeyResult = {
       name,
       providers: pairs.map((p) => p.provider),
@@ -204,8 +209,8 @@ export class KeyProber {
       detail: finding.detail,
       checked_at: finding.checkedAt.toISOString(),
       previous_state: before.state,
-      state: decision.change?.state ?? now.state,
-      state_reason: decision.change ? decision.change.reason : now.state_reason,
+      state: decision.change?.state ?? current.state,
+      state_reason: decision.change ? decision.change.reason : current.state_reason,
       changed: decision.change !== undefined,
       credit: finding.credit,
     };
@@ -228,25 +233,26 @@ export class KeyProber {
    * Decides again under the key's row lock (an operator may have moved it meanwhile) and commits the
    * change; alerts after the commit. A finding about a version that is no longer current moves nothing.
    */
-  private async apply(name: string, before: KeyNow, prev: KeyHealthRow | undefined, finding: KeyFinding, early: KeyDecision): Promise<{ decision: KeyDecision; now: KeyNow }> {
+  private async apply(name: string, before: KeyNow, prev: KeyHealthRow | undefined, finding: KeyFinding, early: KeyDecision): Promise<{ decision: KeyDecision; current: KeyNow }> {
     const { change: _, ...unchanged } = early;
     try {
-      const commit = (): Promise<{ decision: KeyDecision; now: KeyNow; t: Transition | undefined } | undefined> => withTransaction(this.deps.pool, async (c) => {
+      const commit = (): Promise<{ decision: KeyDecision; current: KeyNow; t: Transition | undefined } | undefined> => withTransaction(this.deps.pool, async (c) => {
         const cur = (await c.query<KeyNow>('SELECT state, state_reason, state_until, current_version FROM platform_keys WHERE name = $1 FOR UPDATE', [name])).rows[0];
         if (!cur || cur.current_version !== before.current_version) return undefined;
         const decision = decideKey(name, cur, prev, finding, this.deps.policy, this.now());
         const t: Transition | undefined = decision.change ? await this.deps.states.transition(c, name, decision.change, ACTOR) : undefined;
-        return { decision, now: cur, t };
+        return { decision, current: cur, t };
       });
       const run = this.changes.then(commit, commit);
       this.changes = run.catch(() => undefined);
       const out = await run;
-      if (!out) return { decision: unchanged, now: before };
-      await this.deps.states.announce(out.t);
-      return { decision: out.decision, now: out.now };
+      if (!out) return { decision: unchanged, current: before };
+      // A slow webhook must not hold the round up; stop() waits for it.
+      this.track(this.deps.states.announce(out.t));
+      return { decision: out.decision, current: out.current };
     } catch (err) {
       this.log.warn('could not change the state of a key after its probe; the next probe tries again', { key_name: name, err });
-      return { decision: unchanged, now: before };
+      return { decision: unchanged, current: before };
     }
   }
 
@@ -264,12 +270,15 @@ export class KeyProber {
   private alert(event: Omit<AlertEvent, 'at' | 'instance'>): void {
     const alerter = this.deps.alerter;
     if (!alerter) return;
-    const p: Promise<void> = alerter
-      .send(event)
-      .catch((err: unknown) => {
+    this.track(
+      alerter.send(event).catch((err: unknown) => {
         this.log.warn('alert not sent', { type: event.type, err });
-      })
-      .finally(() => this.pendingAlerts.delete(p));
+      }),
+    );
+  }
+
+  private track(alert: Promise<void>): void {
+    const p = alert.finally(() => this.pendingAlerts.delete(p));
     this.pendingAlerts.add(p);
   }
 }
