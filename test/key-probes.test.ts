@@ -218,6 +218,17 @@ describe('key probes', () => {
     await until(`${model} is out`, () => servedKeys(model).length === 0);
   });
 
+  it("a pool's provider is probed with its first key in service: a revoked first key does not make it look down", async () => {
+    const model = await pool('firstout', ['firstout-a', 'firstout-b']);
+    fake.keyAnswer('firstout', V('firstout-a'), 'unauthorized');
+    await round();
+    await until('firstout-a is out', () => servedKeys(model).length === 1);
+    await round();
+    await round();
+    const health = await t.api().get('/api/v1/admin/providers/health?limit=1000').expect(200);
+    expect(health.body.items.find((x: { slug: string }) => x.slug === 'firstout')).toMatchObject({ status: 'healthy' });
+  });
+
   it('never sends a key where an admin did not approve it (not_approved)', async () => {
     await pool('unappr', ['unappr-a']);
     await t.api().put('/api/v1/admin/platform-keys/unappr-a/allowed-hosts').send({ allowed_hosts: [] }).expect(200);
