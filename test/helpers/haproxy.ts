@@ -1,0 +1,167 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { alive, allGone, ROOT } from './npm-start';
+import { freePort } from './reload';
+
+/** Debian's haproxy (2.6 on bookworm), the load balancer of the documented HA profile. */
+export const HAPROXY_BIN = '/usr/sbin/haproxy';
+/** The profile's own file, as compose mounts it. */
+export const HAPROXY_CFG = path.join(ROOT, 'compose', 'haproxy.cfg');
+
+// A second config file for tests only: a stats page, so that a test can see which replicas HAProxy
+// has in service instead of guessing from its check interval.
+const STATS_CFG = `frontend kp_test_stats
+    bind "\${KP_TEST_STATS_BIND}"
+    stats enable
+    stats uri /stats
+`;
+
+// haproxy runs under this shell, which stops it as soon as its stdin closes: when the test calls
+// stop(), and also when the test process dies without cleaning up. The shell then drops its own
+// copies of stdout and stderr, so the log pipe ends exactly when haproxy ends.
+const WATCHDOG = `bin="$1"; shift
+"$bin" "$@" >&2 </dev/null &
+pid=$!
+echo "$pid"
+exec >/dev/null 2>/dev/null
+read -r _ || true
+kill "$pid" 2>/dev/null
+wait "$pid"
+`;
+
+const LOG_KEEP = 256 * 1024;
+
+export interface HaproxyOptions {
+  /** The replicas, host:port, as KP_LITELLM_1 and KP_LITELLM_2. */
+  replicas: [string, string];
+  /** How long to wait for haproxy to answer. */
+  startTimeoutMs?: number;
+}
+
+export class Haproxy {
+  private log = '';
+  private ended = false;
+  private readonly endedP: Promise<void>;
+
+  constructor(
+    private readonly child: ChildProcess,
+    readonly pid: number,
+    readonly url: string,
+    private readonly statsUrl: string,
+    private readonly dir: string,
+  ) {
+    child.stderr!.on('data', (c: Buffer) => {
+      this.log = (this.log + c.toString('utf8')).slice(-LOG_KEEP);
+    });
+    this.endedP = new Promise((resolve) => child.stderr!.once('close', () => resolve()));
+    void this.endedP.then(() => (this.ended = true));
+  }
+
+  /** haproxy has ended (on its own, or stopped). */
+  get exited(): boolean {
+    return this.ended;
+  }
+
+  /** What haproxy logged (its tail): health changes, retries, redispatches, failed requests. */
+  logs(): string {
+    return this.log;
+  }
+
+  /** Each server's status as HAProxy sees it (`UP`, `DOWN`, `MAINT`, `UP 1/2`...), by server name. */
+  async servers(): Promise<Record<string, string>> {
+    const res = await fetch(`${this.statsUrl};csv`, { signal: AbortSignal.timeout(2_000) });
+    if (!res.ok) throw new Error(`haproxy's stats answered ${res.status}`);
+    const [header, ...rows] = (await res.text()).trim().split('\n');
+    const cols = header!.replace(/^# /, '').split(',');
+    const [px, sv, st] = ['pxname', 'svname', 'status'].map((c) => cols.indexOf(c));
+    const out: Record<string, string> = {};
+    for (const row of rows) {
+      const f = row.split(',');
+      if (f[px!] === 'litellm' && f[sv!] !== 'BACKEND' && f[sv!] !== 'FRONTEND') out[f[sv!]!] = f[st!]!;
+    }
+    return out;
+  }
+
+  /** Resolves once every replica is in service; fails with the states and haproxy's log. */
+  async waitAllUp(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last: Record<string, string> = {};
+    for (;;) {
+      if (this.ended) throw new Error(`haproxy exited:\n${this.log}`);
+      last = await this.servers().catch(() => last);
+      const states = Object.values(last);
+      if (states.length === 2 && states.every((s) => s === 'UP')) return;
+      if (Date.now() > deadline) throw new Error(`haproxy did not put every replica in service within ${timeoutMs} ms: ${JSON.stringify(last)}\n${this.log}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Stops haproxy and makes sure no process of it is left. Idempotent. */
+  async stop(): Promise<void> {
+    this.child.stdin!.end();
+    const shellDone = this.child.exitCode !== null || this.child.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => this.child.once('exit', () => r()));
+    const timer = setTimeout(() => {
+      // The watchdog did not get haproxy down in time: end both for sure.
+      if (alive(this.pid)) process.kill(this.pid, 'SIGKILL');
+      this.child.kill('SIGKILL');
+    }, 10_000);
+    try {
+      await Promise.all([shellDone, this.endedP]);
+    } finally {
+      clearTimeout(timer);
+    }
+    await allGone([this.pid], 5_000);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Starts Debian's haproxy with compose/haproxy.cfg in front of two replicas, bound to a free port
+ * on 127.0.0.1, and waits until it answers. Fails (never skips) when haproxy is not installed.
+ */
+export async function startHaproxy(o: HaproxyOptions): Promise<Haproxy> {
+  if (!existsSync(HAPROXY_BIN)) throw new Error(`haproxy is not installed (${HAPROXY_BIN} is missing): apt-get install -y haproxy (.ci/run installs it)`);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kp-haproxy-'));
+  const statsCfg = path.join(dir, 'test-stats.cfg');
+  writeFileSync(statsCfg, STATS_CFG);
+  const [port, statsPort] = [await freePort(), await freePort()];
+  const child = spawn('/bin/sh', ['-c', WATCHDOG, 'haproxy-watchdog', HAPROXY_BIN, '-f', HAPROXY_CFG, '-f', statsCfg, '-db'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: {
+      PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+      KP_LB_BIND: `127.0.0.1:${port}`,
+      KP_LITELLM_1: o.replicas[0],
+      KP_LITELLM_2: o.replicas[1],
+      KP_TEST_STATS_BIND: `127.0.0.1:${statsPort}`,
+    },
+  });
+  const pid = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString('utf8');
+      const line = out.split('\n')[0];
+      if (out.includes('\n') && line) resolve(Number(line));
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`the haproxy watchdog exited with ${code}`)));
+  });
+  const hp = new Haproxy(child, pid, `http://127.0.0.1:${port}`, `http://127.0.0.1:${statsPort}/stats`, dir);
+  try {
+    const deadline = Date.now() + (o.startTimeoutMs ?? 10_000);
+    for (;;) {
+      if (hp.exited) throw new Error(`haproxy exited at start:\n${hp.logs()}`);
+      const ok = await fetch(`http://127.0.0.1:${statsPort}/stats`, { signal: AbortSignal.timeout(1_000) }).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ok) return hp;
+      if (Date.now() > deadline) throw new Error(`haproxy did not answer on 127.0.0.1:${statsPort} within ${o.startTimeoutMs ?? 10_000} ms:\n${hp.logs()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch (err) {
+    await hp.stop();
+    throw err;
+  }
+}
