@@ -34,12 +34,17 @@ export interface Settings {
   checkCommand?: string;
   reload: ReloadKind;
   reloadCommand?: string;
+  /** `command` mode, several LiteLLM processes: the command runs once per target, each waited for and settled in turn. */
+  reloadTargets: ReloadTarget[];
   reloadTimeoutMs: number;
+  /** With two or more targets: how long each must stay ready before the next is stopped. */
+  rolloutSettleMs: number;
   dockerContainers: string[];
   dockerLabel?: string;
   dockerMode: DockerMode;
   dockerHost?: string;
-  dockerStopTimeoutS: number;
+  /** Unset: each container's own stop timeout (compose's stop_grace_period). */
+  dockerStopTimeoutS?: number;
   readyTimeoutMs: number;
   litellmUrl: string;
   litellmMasterKey?: string;
@@ -157,6 +162,27 @@ function list(raw: string): string[] {
   return raw.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+export interface ReloadTarget {
+  name: string;
+  url: string;
+}
+
+/** `name=url[,name=url...]`: a name the reload command gets as $KEYPLANE_TARGET, and where that LiteLLM answers. */
+function reloadTargets(raw: string, env: string): ReloadTarget[] {
+  const out: ReloadTarget[] = [];
+  for (const entry of list(raw)) {
+    const eq = entry.indexOf('=');
+    const name = eq > 0 ? entry.slice(0, eq).trim() : '';
+    if (!/^[A-Za-z0-9@._:-]{1,128}$/.test(name)) {
+      throw new ConfigError(env, `"${eq > 0 ? name : entry}" is not name=url (a name of letters, digits and @._:- such as litellm@4001.service)`);
+    }
+    if (out.some((t) => t.name === name)) throw new ConfigError(env, `names ${name} twice`);
+    out.push({ name, url: url(entry.slice(eq + 1).trim(), env) });
+  }
+  if (out.length === 0) throw new ConfigError(env, 'names no target (the form is name=url[,name=url...])');
+  return out;
+}
+
 /** Each entry is checked the way Express will read it (proxy-addr), so a typo stops start-up instead of trusting nobody. */
 function proxies(raw: string, env: string): string[] {
   const entries = list(raw);
@@ -219,6 +245,8 @@ const DEFS = [
   d('checkCommand', 'KEYPLANE_CHECK_COMMAND', str),
   d('reload', 'KEYPLANE_RELOAD', oneOf<ReloadKind>('none', 'command', 'docker', 'litellm-api')),
   d('reloadCommand', 'KEYPLANE_RELOAD_COMMAND', str),
+  d('reloadTargets', 'KEYPLANE_RELOAD_TARGETS', reloadTargets),
+  d('rolloutSettleMs', 'KEYPLANE_ROLLOUT_SETTLE', duration(0, 10 * MINUTE)),
   d('reloadTimeoutMs', 'KEYPLANE_RELOAD_TIMEOUT', duration(SECOND, HOUR)),
   d('dockerContainers', 'KEYPLANE_DOCKER_CONTAINERS', list),
   d('dockerLabel', 'KEYPLANE_DOCKER_LABEL', str),
@@ -257,7 +285,10 @@ function defaults(): Settings {
     dockerContainers: [],
     trustedProxies: [],
     dockerMode: 'recreate',
-    dockerStopTimeoutS: 10,
+    reloadTargets: [],
+    // A load balancer that checks every second and wants two passes in a row has a replica back
+    // within about 2-3 s; 5 s leaves room for one that checks every two seconds.
+    rolloutSettleMs: 5_000,
     readyTimeoutMs: 60_000,
     litellmUrl: 'http://127.0.0.1:4000',
     healthSchedule: '*/5 * * * *',
@@ -330,6 +361,7 @@ function validate(s: Settings): void {
   if (s.jwksUrl && !s.jwtIssuer) throw new ConfigError('KEYPLANE_JWT_ISSUER', 'is required with KEYPLANE_JWKS_URL');
   if (s.jwksUrl && !s.jwtAudience) throw new ConfigError('KEYPLANE_JWT_AUDIENCE', 'is required with KEYPLANE_JWKS_URL');
   if (s.reload === 'command' && !s.reloadCommand) throw new ConfigError('KEYPLANE_RELOAD_COMMAND', 'is required when KEYPLANE_RELOAD=command');
+  if (s.reloadTargets.length && s.reload !== 'command') throw new ConfigError('KEYPLANE_RELOAD_TARGETS', 'is for KEYPLANE_RELOAD=command (Docker finds its targets by KEYPLANE_DOCKER_CONTAINERS or KEYPLANE_DOCKER_LABEL)');
   if (s.reload === 'docker' && s.dockerContainers.length === 0 && !s.dockerLabel) {
     throw new ConfigError('KEYPLANE_DOCKER_CONTAINERS', 'KEYPLANE_RELOAD=docker needs KEYPLANE_DOCKER_CONTAINERS or KEYPLANE_DOCKER_LABEL');
   }

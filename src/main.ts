@@ -163,7 +163,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     let prober: Prober | undefined;
     if (runtime) {
       // Only the leader reloads; one that lost the lead leaves the rest to the new leader.
-      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets, pool, keyring }), pool, log, alerter, emitter: events, secrets, isLeader: () => sync?.leader.isLeader ?? true });
+      reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets, pool, keyring }), pool, log, alerter, emitter: events, secrets, isLeader: () => sync?.leader.isLeader ?? true, registry: metrics.registry });
       const queue = reloads;
       stoppers.push({ name: 'reload-queue', stop: () => queue.stop() });
       sync = createSyncRuntime(settings, {

@@ -75,6 +75,29 @@ describe('durations: one syntax, a unit always, values that can work', () => {
     expect(refusal({ KEYPLANE_DOCKER_STOP_TIMEOUT: '1500ms' })).toBe('KEYPLANE_DOCKER_STOP_TIMEOUT: "1500ms" is not a whole number of seconds');
   });
 
+  it('KEYPLANE_DOCKER_STOP_TIMEOUT unset leaves each container its own; KEYPLANE_ROLLOUT_SETTLE defaults to 5s and may be 0s', () => {
+    expect(loadSettings({}).dockerStopTimeoutS).toBeUndefined();
+    expect(loadSettings({}).rolloutSettleMs).toBe(5_000);
+    expect(loadSettings({ KEYPLANE_ROLLOUT_SETTLE: '0s' }).rolloutSettleMs).toBe(0);
+    expect(loadSettings({ KEYPLANE_ROLLOUT_SETTLE: '1500ms' }).rolloutSettleMs).toBe(1_500);
+    expect(refusal({ KEYPLANE_ROLLOUT_SETTLE: '5' })).toBe('KEYPLANE_ROLLOUT_SETTLE: "5" has no unit: write 5ms, 5s, 5m, 5h or 5d');
+    expect(refusal({ KEYPLANE_ROLLOUT_SETTLE: '1h' })).toBe('KEYPLANE_ROLLOUT_SETTLE: "1h" is too long: at most 10m');
+  });
+
+  it('KEYPLANE_RELOAD_TARGETS: name=url pairs for the command reloader', () => {
+    const s = loadSettings({ KEYPLANE_RELOAD: 'command', KEYPLANE_RELOAD_COMMAND: 'systemctl restart "$KEYPLANE_TARGET"', KEYPLANE_RELOAD_TARGETS: 'litellm@4001.service=http://127.0.0.1:4001, litellm@4002.service=http://127.0.0.1:4002/' });
+    expect(s.reloadTargets).toEqual([
+      { name: 'litellm@4001.service', url: 'http://127.0.0.1:4001' },
+      { name: 'litellm@4002.service', url: 'http://127.0.0.1:4002' },
+    ]);
+    const cmd = { KEYPLANE_RELOAD: 'command', KEYPLANE_RELOAD_COMMAND: 'true' };
+    expect(refusal({ ...cmd, KEYPLANE_RELOAD_TARGETS: 'http://127.0.0.1:4001' })).toMatch(/^KEYPLANE_RELOAD_TARGETS: "http:\/\/127\.0\.0\.1:4001" is not name=url/);
+    expect(refusal({ ...cmd, KEYPLANE_RELOAD_TARGETS: 'a;rm -rf /=http://127.0.0.1:1' })).toMatch(/^KEYPLANE_RELOAD_TARGETS: "a;rm -rf \/" is not name=url/);
+    expect(refusal({ ...cmd, KEYPLANE_RELOAD_TARGETS: 'a=ftp://x' })).toBe('KEYPLANE_RELOAD_TARGETS: is not an http(s) URL');
+    expect(refusal({ ...cmd, KEYPLANE_RELOAD_TARGETS: 'a=http://x:1,a=http://x:2' })).toBe('KEYPLANE_RELOAD_TARGETS: names a twice');
+    expect(refusal({ KEYPLANE_RELOAD: 'docker', KEYPLANE_DOCKER_LABEL: 'x=y', KEYPLANE_RELOAD_TARGETS: 'a=http://x:1' })).toMatch(/^KEYPLANE_RELOAD_TARGETS: is for KEYPLANE_RELOAD=command/);
+  });
+
   it('KEYPLANE_SYNC_WAIT: min[:max] in the same syntax; zero (no wait) is allowed, a bare number is not', () => {
     expect(parseSyncWait('0ms')).toEqual({ minMs: 0, maxMs: 0 });
     expect(parseSyncWait('1s')).toEqual({ minMs: 1000, maxMs: 4000 });

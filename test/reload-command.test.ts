@@ -78,21 +78,21 @@ describe('command reloader', () => {
     await eventually(async () => (groupAlive(pgid) ? undefined : true), 5_000, 'the process group to be gone');
   });
 
-  it('waits for LiteLLM liveliness after the command, and fails when it never comes', async () => {
+  it('waits for LiteLLM readiness after the command, and fails when it never comes', async () => {
     const server = await startLivelinessServer();
     try {
       const req = await files.write(10, { OPENROUTER_API_KEY: KEY });
       server.alive = false;
       // The command brings "LiteLLM" up only after a moment, as a restart would.
       const pending = reloader('true', { litellmUrl: server.url }).reload(req);
-      await eventually(async () => (server.hits > 0 ? true : undefined), 5_000, 'a liveliness poll');
+      await eventually(async () => (server.readinessHits > 0 ? true : undefined), 5_000, 'a readiness poll');
       server.alive = true;
       expect((await pending).status).toBe('ok');
 
       server.alive = false;
       const result = await reloader('true', { litellmUrl: server.url, readyTimeoutMs: 300 }).reload(req);
       expect(result.status).toBe('failed');
-      expect(result.error).toMatch(/^reload command succeeded but LiteLLM is not live: .*\/health\/liveliness did not answer within 300 ms \(last: HTTP 503\)$/);
+      expect(result.error).toMatch(/^reload command succeeded but LiteLLM is not ready: .*\/health\/readiness did not answer within 300 ms \(last: HTTP 503\)$/);
     } finally {
       await server.close();
     }

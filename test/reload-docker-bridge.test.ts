@@ -169,7 +169,7 @@ describe('the compose topology: a user-defined bridge network', () => {
       await files.write(2, { OPENROUTER_API_KEY: 'sk-or-port-8080-2' }),
     );
     expect(bad.status).toBe('failed');
-    expect(bad.error).toMatch(/^kp-test-.*-litellm-wrong: http:\/\/\d+\.\d+\.\d+\.\d+:4001\/health\/liveliness did not answer within 1500 ms/);
+    expect(bad.error).toMatch(/^kp-test-.*-litellm-wrong: http:\/\/\d+\.\d+\.\d+\.\d+:4001\/health\/readiness did not answer within 1500 ms/);
     expect((await wrong.inspect()).State.Running).toBe(true);
     expect((await standIns.servedEnv(await standIns.urlOf(docker.getContainer(name('litellm-8080')), 8080))).OPENROUTER_API_KEY).toBe('sk-or-port-8080-1');
   });

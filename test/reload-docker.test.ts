@@ -270,7 +270,7 @@ describe('docker reloader, finding liveliness', () => {
       await files.write(2, { OPENROUTER_API_KEY: 'sk-or-hn-00000002' }),
     );
     expect(bad.status).toBe('failed');
-    expect(bad.error).toMatch(/http:\/\/127\.0\.0\.1:1\/health\/liveliness did not answer within 1000 ms/);
+    expect(bad.error).toMatch(/http:\/\/127\.0\.0\.1:1\/health\/readiness did not answer within 1000 ms/);
     expect((await standIns.servedEnv(port)).OPENROUTER_API_KEY).toBe('sk-or-hn-00000001');
   });
 });

@@ -1,16 +1,26 @@
 import { spawn } from 'node:child_process';
+import type { ReloadTarget } from '../config';
 import type { Logger, SecretRegistry } from '../log';
-import { waitForLiveliness } from './liveliness';
+import { checkReadiness, waitForReadiness } from './liveliness';
 import { maskSecrets } from './mask';
-import type { Reloader, ReloadRequest, ReloadResult } from './reloader';
+import type { Reloader, ReloadRequest, ReloadResult, TargetResult } from './reloader';
+import { NO_PROGRESS, settle } from './rollout';
 
 export interface CommandReloaderOptions {
   /** Run through `sh -c`, e.g. `systemctl try-restart litellm`. */
   command: string;
   timeoutMs: number;
-  /** When set, the reload is done only once LiteLLM answers its liveliness check here. */
+  /** When set (and no targets are), the reload is done only once LiteLLM answers its readiness check here. */
   litellmUrl?: string;
+  /**
+   * Several LiteLLM processes (KEYPLANE_RELOAD_TARGETS): the command runs once per target, in order,
+   * with $KEYPLANE_TARGET and $KEYPLANE_TARGET_URL, and each must be ready and settled before the next.
+   */
+  targets?: ReloadTarget[];
   readyTimeoutMs: number;
+  /** With two or more targets: how long each must stay ready before the next command runs. */
+  settleMs?: number;
+  settleIntervalMs?: number;
   log: Logger;
   secrets?: SecretRegistry;
   /** The environment the command inherits (keyplane's own settings are removed from it). */
@@ -40,33 +50,77 @@ export class CommandReloader implements Reloader {
   }
 
   async reload(req: ReloadRequest): Promise<ReloadResult> {
-    const startedAt = new Date();
-    const fail = (error: string): ReloadResult => ({
-      status: 'failed',
-      error,
-      targets: [{ target: 'command', status: 'failed', startedAt, finishedAt: new Date(), error }],
-    });
-    const exit = await this.run(req);
-    // Mask before cutting, so that a secret cut in half at the edge is not shown in part.
-    const tail = lastChars(maskSecrets(exit.stderr, req.env, this.opts.secrets).trim(), TAIL_CHARS);
-    if (exit.spawnError) return fail(`reload command could not start: ${exit.spawnError.message}`);
-    if (exit.timedOut) return fail(`reload command timed out after ${this.opts.timeoutMs} ms; its process group was killed${tail ? `; stderr: ${tail}` : ''}`);
-    if (exit.code !== 0) {
-      const how = exit.code === null ? `was killed by ${exit.signal ?? 'a signal'}` : `exited with code ${exit.code}`;
-      return fail(`reload command ${how}${tail ? `; stderr: ${tail}` : ''}`);
-    }
-    if (this.opts.litellmUrl) {
-      try {
-        await waitForLiveliness(this.opts.litellmUrl, { timeoutMs: this.opts.readyTimeoutMs });
-      } catch (err) {
-        return fail(`reload command succeeded but LiteLLM is not live: ${(err as Error).message}`);
+    const progress = req.progress ?? NO_PROGRESS;
+    const many = this.opts.targets?.length ? this.opts.targets : undefined;
+    const targets: Array<{ name: string; url?: string }> = many ?? [{ name: 'command', url: this.opts.litellmUrl }];
+    const settleMs = targets.length >= 2 ? (this.opts.settleMs ?? 0) : 0;
+    progress.plan(targets.map((t) => t.name));
+    const results: TargetResult[] = [];
+    for (const [i, t] of targets.entries()) {
+      const startedAt = new Date();
+      progress.phase(t.name, 'stopping');
+      const { error, outageMs } = await this.one(req, t, many !== undefined, () => progress.phase(t.name, 'waiting-ready'));
+      if (!error && settleMs > 0 && t.url) {
+        progress.phase(t.name, 'settling', { outageMs });
+        const url = t.url;
+        try {
+          await settle({ settleMs, timeoutMs: this.opts.readyTimeoutMs, intervalMs: this.opts.settleIntervalMs ?? 250, check: () => checkReadiness(url) });
+        } catch (err) {
+          return this.failed(results, targets.slice(i + 1), progress, { target: t.name, startedAt, outageMs, error: `LiteLLM was ready but did not stay ready: ${(err as Error).message}` }, many !== undefined);
+        }
       }
+      if (error) return this.failed(results, targets.slice(i + 1), progress, { target: t.name, startedAt, outageMs, error }, many !== undefined);
+      progress.phase(t.name, 'done', { outageMs });
+      results.push({ target: t.name, status: 'ok', startedAt, finishedAt: new Date(), outageMs });
     }
-    this.log.info('reload command done', { revision: req.revision, ms: Date.now() - startedAt.getTime() });
-    return { status: 'ok', targets: [{ target: 'command', status: 'ok', startedAt, finishedAt: new Date() }] };
+    return { status: 'ok', targets: results };
   }
 
-  private run(req: ReloadRequest): Promise<Exit> {
+  private failed(
+    results: TargetResult[],
+    later: Array<{ name: string }>,
+    progress: NonNullable<ReloadRequest['progress']>,
+    f: { target: string; startedAt: Date; outageMs?: number; error: string },
+    named: boolean,
+  ): ReloadResult {
+    progress.phase(f.target, 'failed', { outageMs: f.outageMs });
+    results.push({ target: f.target, status: 'failed', startedAt: f.startedAt, finishedAt: new Date(), error: f.error, outageMs: f.outageMs });
+    for (const t of later) {
+      const now = new Date();
+      progress.phase(t.name, 'skipped');
+      results.push({ target: t.name, status: 'skipped', startedAt: now, finishedAt: now, error: `not reloaded: ${f.target} failed` });
+    }
+    return { status: 'failed', error: named ? `${f.target}: ${f.error}` : f.error, targets: results };
+  }
+
+  /** Runs the command for one target and waits until that LiteLLM is ready; the outage counts from the command's start. */
+  private async one(req: ReloadRequest, t: { name: string; url?: string }, named: boolean, onExited: () => void): Promise<{ error?: string; outageMs?: number }> {
+    const started = Date.now();
+    const exit = await this.run(req, named ? t : undefined);
+    // Mask before cutting, so that a secret cut in half at the edge is not shown in part.
+    const tail = lastChars(maskSecrets(exit.stderr, req.env, this.opts.secrets).trim(), TAIL_CHARS);
+    if (exit.spawnError) return { error: `reload command could not start: ${exit.spawnError.message}` };
+    if (exit.timedOut) return { error: `reload command timed out after ${this.opts.timeoutMs} ms; its process group was killed${tail ? `; stderr: ${tail}` : ''}` };
+    if (exit.code !== 0) {
+      const how = exit.code === null ? `was killed by ${exit.signal ?? 'a signal'}` : `exited with code ${exit.code}`;
+      return { error: `reload command ${how}${tail ? `; stderr: ${tail}` : ''}` };
+    }
+    if (!t.url) {
+      this.log.info('reload command done', { revision: req.revision, target: t.name, ms: Date.now() - started });
+      return {};
+    }
+    onExited();
+    try {
+      await waitForReadiness(t.url, { timeoutMs: this.opts.readyTimeoutMs });
+    } catch (err) {
+      return { error: `reload command succeeded but LiteLLM is not ready: ${(err as Error).message}` };
+    }
+    const outageMs = Date.now() - started;
+    this.log.info('reload command done', { revision: req.revision, target: t.name, ms: outageMs });
+    return { outageMs };
+  }
+
+  private run(req: ReloadRequest, target?: { name: string; url?: string }): Promise<Exit> {
     const env: NodeJS.ProcessEnv = {};
     // keyplane's own settings include secrets (database URL, master key) the command has no use for.
     for (const [k, v] of Object.entries(this.opts.baseEnv ?? process.env)) if (!k.startsWith('KEYPLANE_')) env[k] = v;
@@ -75,6 +129,7 @@ export class CommandReloader implements Reloader {
       KEYPLANE_OUTPUT_DIR: req.outputDir,
       KEYPLANE_CONFIG_PATH: req.configPath,
       KEYPLANE_ENV_PATH: req.envPath,
+      ...(target ? { KEYPLANE_TARGET: target.name, KEYPLANE_TARGET_URL: target.url ?? '' } : {}),
     });
     return new Promise((resolve) => {
       let stderr = '';

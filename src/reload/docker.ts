@@ -3,8 +3,9 @@ import { ConfigError, type DockerMode } from '../config';
 import type { Logger } from '../log';
 import { asideName, ignoreStatus, recoverInterrupted } from './docker-recovery';
 import { replacementSpec } from './docker-spec';
-import { waitForLiveliness } from './liveliness';
+import { checkReadiness, waitForReadiness } from './liveliness';
 import type { Reloader, ReloadRequest, ReloadResult, TargetResult } from './reloader';
+import { NO_PROGRESS, settle, type RolloutProgress } from './rollout';
 
 /** Base URL where a container answers `/health/liveliness` (needed when several share the host network). */
 export const LABEL_URL = 'keyplane.litellm-url';
@@ -13,6 +14,13 @@ export const LABEL_PORT = 'keyplane.litellm-port';
 export { LABEL_MANAGED_ENV, LABEL_REVISION } from './docker-spec';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+
+/**
+ * Without KEYPLANE_DOCKER_STOP_TIMEOUT a container is given its own stop timeout (compose's
+ * `stop_grace_period`: LiteLLM's time to drain), at most this long, so that the Docker client's
+ * request timeout can cover any stop.
+ */
+export const MAX_OWN_STOP_TIMEOUT_S = 300;
 
 /** A Docker client for `DOCKER_HOST` (unix:// or tcp://), or the default socket when unset. */
 export function createDockerClient(host: string | undefined, timeoutMs: number): { docker: Docker; where: string } {
@@ -42,8 +50,13 @@ export interface DockerReloaderOptions {
   containers: string[];
   label?: string;
   mode: DockerMode;
-  stopTimeoutS: number;
+  /** Seconds Docker waits after SIGTERM before SIGKILL; default: each container's own (at most MAX_OWN_STOP_TIMEOUT_S). */
+  stopTimeoutS?: number;
   readyTimeoutMs: number;
+  /** With two or more targets: how long each must stay ready before the next is stopped (0: not at all). */
+  settleMs?: number;
+  /** Between readiness checks while a target settles. */
+  settleIntervalMs?: number;
   /** Where LiteLLM answers when it runs on the host network and has no `keyplane.litellm-url` label. */
   litellmUrl: string;
   log: Logger;
@@ -63,6 +76,14 @@ class StepError extends Error {
 interface Reloaded {
   undo: () => Promise<void>;
   finish: () => Promise<void>;
+  /** The container now serving under the target's name. */
+  live: Docker.Container;
+}
+
+/** When a target stopped serving, and how long until it was ready again. */
+interface OutageClock {
+  stoppedAt?: number;
+  outageMs?: number;
 }
 
 interface Target {
@@ -125,26 +146,39 @@ export class DockerReloader implements Reloader {
       return { status: 'failed', error, targets: [{ target: `label:${this.opts.label ?? ''}`, status: 'failed', startedAt: runStarted, finishedAt: new Date(), error }] };
     }
 
+    const progress = req.progress ?? NO_PROGRESS;
+    progress.plan(targets.map((t) => t.name));
     const results: TargetResult[] = [];
     const reloaded: Array<{ result: TargetResult; step: Reloaded }> = [];
     const stopped = targets.filter((t) => !t.info.State.Running);
+    // Behind a load balancer the next target may stop only once the balancer has this one back in
+    // service: ready is not enough (it checks at its own interval, and needs `rise` passes in a row).
+    const settleMs = stopped.length <= targets.length - 2 ? (this.opts.settleMs ?? 0) : 0;
     for (const [i, t] of targets.entries()) {
       if (!t.info.State.Running) continue;
       const startedAt = new Date();
+      const clock: OutageClock = {};
       try {
         this.log.info('reloading container', { container: t.name, mode: this.opts.mode, revision: req.revision });
-        const step = this.opts.mode === 'restart' ? await this.restartOne(t) : await this.recreateOne(t, req);
-        const result: TargetResult = { target: t.name, status: 'ok', startedAt, finishedAt: new Date() };
+        const step = this.opts.mode === 'restart' ? await this.restartOne(t, progress, clock) : await this.recreateOne(t, req, progress, clock);
+        this.log.info('container ready', { container: t.name, revision: req.revision, ms: Date.now() - startedAt.getTime(), outage_ms: clock.outageMs });
+        if (settleMs > 0) {
+          progress.phase(t.name, 'settling', { outageMs: clock.outageMs });
+          await this.settleOne(t.name, step, settleMs);
+        }
+        const result: TargetResult = { target: t.name, status: 'ok', startedAt, finishedAt: new Date(), outageMs: clock.outageMs };
+        progress.phase(t.name, 'done', { outageMs: clock.outageMs });
         results.push(result);
         reloaded.push({ result, step });
-        this.log.info('container live', { container: t.name, revision: req.revision, ms: Date.now() - startedAt.getTime() });
       } catch (err) {
         const error = this.describe(err);
-        results.push({ target: t.name, status: 'failed', startedAt, finishedAt: new Date(), error });
+        results.push({ target: t.name, status: 'failed', startedAt, finishedAt: new Date(), error, outageMs: clock.outageMs });
+        progress.phase(t.name, 'failed', { outageMs: clock.outageMs });
         this.log.warn('container did not come back; rolling back', { container: t.name, revision: req.revision, error });
-        const { restored, problems } = await this.rollBack(req, t.name, err instanceof StepError ? err.undo : undefined, reloaded);
+        const { restored, problems } = await this.rollBack(req, t.name, err instanceof StepError ? err.undo : undefined, reloaded, progress);
         for (const later of targets.slice(i + 1)) {
           const now = new Date();
+          progress.phase(later.name, 'skipped');
           results.push({ target: later.name, status: 'skipped', startedAt: now, finishedAt: now, error: `not reloaded: ${t.name} failed` });
         }
         const rolled = problems.length
@@ -158,7 +192,10 @@ export class DockerReloader implements Reloader {
     for (const { step } of reloaded) {
       await step.finish().catch((err: unknown) => this.log.warn('cleanup after reload failed', { error: this.describe(err) }));
     }
-    for (const t of stopped) results.push(await this.reloadStopped(t, req));
+    for (const t of stopped) {
+      results.push(await this.reloadStopped(t, req));
+      progress.phase(t.name, 'skipped');
+    }
     return { status: results.some((r) => r.status === 'ok') ? 'ok' : 'skipped', targets: results };
   }
 
@@ -168,6 +205,7 @@ export class DockerReloader implements Reloader {
     failed: string,
     undoFailed: (() => Promise<void>) | undefined,
     reloaded: Array<{ result: TargetResult; step: Reloaded }>,
+    progress: RolloutProgress,
   ): Promise<{ restored: boolean; problems: string[] }> {
     const problems: string[] = [];
     // Files first: a container put back (or restarted) must read the previous config when it starts.
@@ -180,6 +218,7 @@ export class DockerReloader implements Reloader {
       try {
         await fn();
         this.log.info('container rolled back', { container: name });
+        progress.phase(name, 'rolled-back');
       } catch (err) {
         problems.push(`${name}: ${this.describe(err)}`);
       }
@@ -218,23 +257,31 @@ export class DockerReloader implements Reloader {
     return { targets, missing };
   }
 
-  /** `restart` mode: the container's command reads the env file from the mounted directory when it starts. */
-  private async restartOne(t: Target): Promise<Reloaded> {
+  /**
+   * `restart` mode: the container's command reads the env file from the mounted directory when it
+   * starts. One restart call, not a stop and a start: a keyplane that dies in between would leave
+   * LiteLLM stopped, and the engine does nothing else between the two.
+   */
+  private async restartOne(t: Target, progress: RolloutProgress, clock: OutageClock): Promise<Reloaded> {
     const c = this.docker.getContainer(t.info.Id);
-    const restartAndWait = async (): Promise<void> => {
+    const restartAndWait = async (watch?: { progress: RolloutProgress; clock: OutageClock }): Promise<void> => {
       const before = (await c.inspect()).State.StartedAt;
-      await c.restart({ t: this.opts.stopTimeoutS });
+      watch?.progress.phase(t.name, 'stopping');
+      if (watch) watch.clock.stoppedAt = Date.now();
+      await c.restart({ t: this.stopTimeoutOf(t.info) });
       // RestartCount only counts policy restarts; a changed StartedAt proves this one happened.
       const after = await c.inspect();
       if (after.State.StartedAt === before) throw new Error('the container was not restarted (StartedAt unchanged)');
+      watch?.progress.phase(t.name, 'waiting-ready');
       await this.waitReady(c, after);
+      if (watch) watch.clock.outageMs = Date.now() - watch.clock.stoppedAt!;
     };
     try {
-      await restartAndWait();
+      await restartAndWait({ progress, clock });
     } catch (err) {
-      throw new StepError(this.describe(err), restartAndWait);
+      throw new StepError(this.describe(err), () => restartAndWait());
     }
-    return { undo: restartAndWait, finish: async () => undefined };
+    return { undo: () => restartAndWait(), finish: async () => undefined, live: c };
   }
 
   /**
@@ -242,14 +289,18 @@ export class DockerReloader implements Reloader {
    * old container is renamed aside and kept (stopped) until every target is live, so that it can
    * be put back; a crash in between is put right by recover() from its name alone.
    */
-  private async recreateOne(t: Target, req: ReloadRequest): Promise<Reloaded> {
+  private async recreateOne(t: Target, req: ReloadRequest, progress: RolloutProgress, clock: OutageClock): Promise<Reloaded> {
     const old = this.docker.getContainer(t.info.Id);
+    const stopT = this.stopTimeoutOf(t.info);
+    // Everything that can happen before the stop does, so that the outage is the stop, the start and
+    // LiteLLM's own start-up.
+    progress.phase(t.name, 'preparing');
     const spec = await replacementSpec(this.docker, t.info, req);
     await old.rename({ name: asideName(t.name, true) });
     let created: Docker.Container | undefined;
     const putBack = async (graceful: boolean): Promise<void> => {
       if (created) {
-        if (graceful) await ignoreStatus(created.stop({ t: this.opts.stopTimeoutS }), 304, 404);
+        if (graceful) await ignoreStatus(created.stop({ t: stopT }), 304, 404);
         await ignoreStatus(created.remove({ force: true }), 404);
       }
       await old.rename({ name: t.name });
@@ -261,14 +312,20 @@ export class DockerReloader implements Reloader {
       for (const [network, endpoint] of spec.laterNetworks) {
         await this.docker.getNetwork(network).connect({ Container: created.id, EndpointConfig: endpoint });
       }
-      // Stop before start: replicas on the host network share nothing but their own port, which the new one needs.
-      await ignoreStatus(old.stop({ t: this.opts.stopTimeoutS }), 304);
+      // Stop before start: replicas on the host network share nothing but their own port, which the
+      // new one needs. The stop is LiteLLM's drain: SIGTERM, in-flight requests finish, then it exits.
+      progress.phase(t.name, 'stopping');
+      clock.stoppedAt = Date.now();
+      await ignoreStatus(old.stop({ t: stopT }), 304);
+      progress.phase(t.name, 'starting');
       await created.start();
+      progress.phase(t.name, 'waiting-ready');
       await this.waitReady(created, await created.inspect());
+      clock.outageMs = Date.now() - clock.stoppedAt;
     } catch (err) {
       throw new StepError(this.describe(err), () => putBack(false));
     }
-    return { undo: () => putBack(true), finish: () => ignoreStatus(old.remove({ force: true }), 404) };
+    return { undo: () => putBack(true), finish: () => ignoreStatus(old.remove({ force: true }), 404), live: created };
   }
 
   /**
@@ -300,13 +357,15 @@ export class DockerReloader implements Reloader {
     }
   }
 
-  /** Live: answers `/health/liveliness`, or (with a Docker healthcheck and no URL label) is Docker-healthy. */
+  /**
+   * Ready: answers `/health/readiness` 200 (what a load balancer checks), or, with a Docker
+   * healthcheck and no URL label, is Docker-healthy (Docker's check runs inside the container and
+   * needs no route to it).
+   */
   private async waitReady(c: Docker.Container, info: Info): Promise<void> {
-    const labelUrl = info.Config.Labels?.[LABEL_URL];
-    const test = info.Config.Healthcheck?.Test;
-    if (!labelUrl && test && test.length && test[0] !== 'NONE') return this.waitHealthy(c);
-    const url = labelUrl ?? this.urlOf(info);
-    await waitForLiveliness(url, {
+    const how = this.readinessOf(info);
+    if (how === 'docker-health') return this.waitHealthy(c);
+    await waitForReadiness(how, {
       timeoutMs: this.opts.readyTimeoutMs,
       intervalMs: this.opts.livelinessIntervalMs,
       giveUp: async () => {
@@ -314,6 +373,42 @@ export class DockerReloader implements Reloader {
         return now.State.Running || now.State.Restarting ? undefined : `the container exited with code ${now.State.ExitCode}`;
       },
     });
+  }
+
+  /** The URL to ask for readiness, or Docker's own health check. */
+  private readinessOf(info: Info): string | 'docker-health' {
+    const labelUrl = info.Config.Labels?.[LABEL_URL];
+    const test = info.Config.Healthcheck?.Test;
+    if (!labelUrl && test && test.length && test[0] !== 'NONE') return 'docker-health';
+    return labelUrl ?? this.urlOf(info);
+  }
+
+  /** Stays ready for `settleMs`: running, and ready by the same measure as waitReady, at every check. */
+  private async settleOne(name: string, step: Reloaded, settleMs: number): Promise<void> {
+    const info = await step.live.inspect();
+    const how = this.readinessOf(info);
+    try {
+      await settle({
+        settleMs,
+        timeoutMs: this.opts.readyTimeoutMs,
+        intervalMs: this.opts.settleIntervalMs ?? 250,
+        check: async () => {
+          const now = await step.live.inspect();
+          if (!now.State.Running) return `the container exited with code ${now.State.ExitCode}`;
+          if (how !== 'docker-health') return checkReadiness(how);
+          return now.State.Health?.Status === 'healthy' ? undefined : `Docker health: ${now.State.Health?.Status ?? 'none'}`;
+        },
+        onUnready: (seen) => this.log.warn('container stopped being ready while it settled; the settle starts over', { container: name, seen }),
+      });
+    } catch (err) {
+      throw new StepError(`ready, but did not stay ready: ${(err as Error).message}`, step.undo);
+    }
+  }
+
+  private stopTimeoutOf(info: Info): number {
+    if (this.opts.stopTimeoutS !== undefined) return this.opts.stopTimeoutS;
+    const own = (info.Config as { StopTimeout?: number }).StopTimeout;
+    return Math.min(typeof own === 'number' && own >= 0 ? own : 10, MAX_OWN_STOP_TIMEOUT_S);
   }
 
   private async waitHealthy(c: Docker.Container): Promise<void> {

@@ -1,6 +1,12 @@
 import { displayUrl } from '../url';
 import { trimSlashes } from '../url';
-/** Polls LiteLLM's `GET /health/liveliness` (no auth) until it answers 2xx. */
+
+/**
+ * Polls one of LiteLLM's unauthenticated health endpoints until it answers 2xx:
+ * `/health/liveliness` (the process answers) or `/health/readiness` (it is ready for traffic: what a
+ * load balancer checks, and what a rollout waits for).
+ */
+export type HealthPath = '/health/liveliness' | '/health/readiness';
 
 export interface LivelinessOptions {
   timeoutMs: number;
@@ -15,6 +21,8 @@ export interface LivelinessOptions {
   giveUp?: () => Promise<string | undefined>;
   /** How often `giveUp` is asked, at most. */
   giveUpEveryMs?: number;
+  /** Default `/health/liveliness`. */
+  path?: HealthPath;
 }
 
 export class LivelinessError extends Error {
@@ -24,17 +32,17 @@ export class LivelinessError extends Error {
   }
 }
 
-export function livelinessUrl(baseUrl: string): string {
-  return `${trimSlashes(baseUrl)}/health/liveliness`;
+export function livelinessUrl(baseUrl: string, path: HealthPath = '/health/liveliness'): string {
+  return `${trimSlashes(baseUrl)}${path}`;
 }
 
 /** The same, fit for an error message (no credentials). */
-const shown = (baseUrl: string): string => `${displayUrl(baseUrl)}/health/liveliness`;
+const shown = (baseUrl: string, path: HealthPath): string => `${displayUrl(baseUrl)}${path}`;
 
 /** One GET; resolves with a short description of what failed, or undefined when it answered 2xx. */
-export async function checkLiveliness(baseUrl: string, timeoutMs = 2_000): Promise<string | undefined> {
+export async function checkLiveliness(baseUrl: string, timeoutMs = 2_000, path: HealthPath = '/health/liveliness'): Promise<string | undefined> {
   try {
-    const res = await fetch(livelinessUrl(baseUrl), { signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(livelinessUrl(baseUrl, path), { signal: AbortSignal.timeout(timeoutMs) });
     await res.arrayBuffer().catch(() => undefined);
     return res.ok ? undefined : `HTTP ${res.status}`;
   } catch (err) {
@@ -44,24 +52,35 @@ export async function checkLiveliness(baseUrl: string, timeoutMs = 2_000): Promi
   }
 }
 
-/** Resolves once `baseUrl` is live; rejects with a LivelinessError that says what was seen last. */
+/** LiteLLM's readiness: what a load balancer's health check asks. */
+export function checkReadiness(baseUrl: string, timeoutMs = 2_000): Promise<string | undefined> {
+  return checkLiveliness(baseUrl, timeoutMs, '/health/readiness');
+}
+
+/** Resolves once `baseUrl` answers 2xx at `opts.path`; rejects with a LivelinessError that says what was seen last. */
 export async function waitForLiveliness(baseUrl: string, opts: LivelinessOptions): Promise<void> {
+  const path = opts.path ?? '/health/liveliness';
   const interval = opts.intervalMs ?? 20;
   const giveUpEvery = opts.giveUpEveryMs ?? 500;
   const deadline = Date.now() + opts.timeoutMs;
   let lastAsked = Date.now();
   for (;;) {
     const left = deadline - Date.now();
-    const last = await checkLiveliness(baseUrl, Math.max(50, Math.min(opts.requestTimeoutMs ?? 2_000, left)));
+    const last = await checkLiveliness(baseUrl, Math.max(50, Math.min(opts.requestTimeoutMs ?? 2_000, left)), path);
     if (last === undefined) return;
     if (opts.giveUp && Date.now() - lastAsked >= giveUpEvery) {
       lastAsked = Date.now();
       const reason = await opts.giveUp();
-      if (reason) throw new LivelinessError(`${shown(baseUrl)} never answered: ${reason}`);
+      if (reason) throw new LivelinessError(`${shown(baseUrl, path)} never answered: ${reason}`);
     }
     if (Date.now() + interval >= deadline) {
-      throw new LivelinessError(`${shown(baseUrl)} did not answer within ${opts.timeoutMs} ms (last: ${last})`);
+      throw new LivelinessError(`${shown(baseUrl, path)} did not answer within ${opts.timeoutMs} ms (last: ${last})`);
     }
     await new Promise((r) => setTimeout(r, interval));
   }
+}
+
+/** The same for `/health/readiness`. */
+export function waitForReadiness(baseUrl: string, opts: Omit<LivelinessOptions, 'path'>): Promise<void> {
+  return waitForLiveliness(baseUrl, { ...opts, path: '/health/readiness' });
 }

@@ -1,3 +1,4 @@
+import client from 'prom-client';
 import type { ReloadKind } from '../config';
 import type { Pool } from '../db/pool';
 import { withRetry, withTransaction } from '../db/pool';
@@ -7,6 +8,7 @@ import type { Alerter } from '../alerts/alerter';
 import { FileRollback } from './file-rollback';
 import { maskSecrets } from './mask';
 import type { Reloader, ReloadRequest, ReloadResult, ReloadStatus, TargetResult } from './reloader';
+import type { RolloutProgress, TargetPhase } from './rollout';
 
 export interface ReloadEvents {
   'reload:started': { revision: number; attempt: number };
@@ -16,6 +18,8 @@ export interface ReloadEvents {
   'reload:done': { revision: number; attempts: number; result: ReloadResult };
   /** The last try failed (or a newer revision superseded this one: then no alert is sent). */
   'reload:failed': { revision: number; attempts: number; result: ReloadResult; superseded: boolean };
+  /** A target of the running reload moved on (see TargetPhase). */
+  'reload:phase': { revision: number; target: string; phase: TargetPhase; outageMs?: number };
 }
 
 export interface ReloadQueueOptions {
@@ -36,6 +40,8 @@ export interface ReloadQueueOptions {
    * reloads, from the wish in the database. Default: always.
    */
   isLeader?: () => boolean;
+  /** Where `keyplane_reload_outage_seconds` is registered. */
+  registry?: client.Registry;
 }
 
 /**
@@ -58,13 +64,21 @@ export interface ReloadRunView {
   started_at: string;
   finished_at: string;
   error: string | null;
-  targets: Array<{ target: string; status: ReloadStatus; started_at: string; finished_at: string; error: string | null }>;
+  targets: Array<{ target: string; status: ReloadStatus; started_at: string; finished_at: string; error: string | null; outage_ms: number | null }>;
+}
+
+/** A target of the reload in progress. */
+export interface RunningTargetView {
+  target: string;
+  phase: TargetPhase;
+  since: string;
+  outage_ms: number | null;
 }
 
 export interface ReloadQueueStatus {
   reloader: ReloadKind;
   /** The reload in progress on this instance, if any. */
-  running: { revision: number; attempt: number; since: string } | null;
+  running: { revision: number; attempt: number; since: string; targets: RunningTargetView[] } | null;
   /** The newest revision waiting for the running one to finish. */
   pending: { revision: number } | null;
   last: ReloadRunView | null;
@@ -84,7 +98,8 @@ export class ReloadQueue {
   private pending: { req: ReloadRequest; wish?: ReloadWish } | undefined;
   /** The wish of the request being reloaded (through its retries and pauses). */
   private current: ReloadWish | undefined;
-  private running: { revision: number; attempt: number; since: Date } | undefined;
+  private running: { revision: number; attempt: number; since: Date; targets: RunningTargetView[] } | undefined;
+  private readonly outage: client.Histogram<'target'> | undefined;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private stopped = false;
@@ -93,6 +108,15 @@ export class ReloadQueue {
     this.log = opts.log.child({ component: 'reload' });
     this.attempts = opts.attempts ?? 3;
     this.backoffMs = opts.backoffMs ?? 1_000;
+    this.outage = opts.registry
+      ? new client.Histogram({
+          name: 'keyplane_reload_outage_seconds',
+          help: 'How long a reloaded target did not serve: from its stop (or reload command) until it was ready again',
+          labelNames: ['target'],
+          buckets: [0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120],
+          registers: [opts.registry],
+        })
+      : undefined;
   }
 
   get kind(): ReloadKind {
@@ -133,7 +157,9 @@ export class ReloadQueue {
   async status(): Promise<ReloadQueueStatus> {
     return {
       reloader: this.kind,
-      running: this.running ? { revision: this.running.revision, attempt: this.running.attempt, since: this.running.since.toISOString() } : null,
+      running: this.running
+        ? { revision: this.running.revision, attempt: this.running.attempt, since: this.running.since.toISOString(), targets: this.running.targets.map((t) => ({ ...t })) }
+        : null,
       pending: this.pending ? { revision: this.pending.req.revision } : null,
       last: await this.lastRun(),
     };
@@ -213,11 +239,12 @@ export class ReloadQueue {
   /** One try: never throws; what it returns (and records) is masked. */
   private async attempt(req: ReloadRequest, attempt: number): Promise<ReloadResult> {
     const startedAt = new Date();
-    this.running = { revision: req.revision, attempt, since: startedAt };
+    const running = { revision: req.revision, attempt, since: startedAt, targets: [] as RunningTargetView[] };
+    this.running = running;
     this.opts.emitter?.emit('reload:started', { revision: req.revision, attempt });
     let result: ReloadResult;
     try {
-      result = await this.opts.reloader.reload(req);
+      result = await this.opts.reloader.reload({ ...req, progress: this.progressOf(running) });
     } catch (err) {
       const error = `reloader ${this.kind} threw: ${(err as Error).message ?? String(err)}`;
       result = { status: 'failed', error, targets: [] };
@@ -233,12 +260,31 @@ export class ReloadQueue {
         ? result.targets.map((t) => ({ ...t, error: mask(t.error) }))
         : [{ target: this.kind, status: result.status, startedAt, finishedAt, error: mask(result.error) }],
     };
+    for (const t of masked.targets) if (t.outageMs !== undefined) this.outage?.observe({ target: t.target }, t.outageMs / 1000);
     try {
       await this.record(req.revision, attempt, startedAt, finishedAt, masked);
     } catch (err) {
       this.log.warn('could not record the reload run', { revision: req.revision, err });
     }
     return masked;
+  }
+
+  /** Keeps the running reload's per-target phases for the sync status, and tells listeners. */
+  private progressOf(running: { revision: number; targets: RunningTargetView[] }): RolloutProgress {
+    return {
+      plan: (targets) => {
+        const now = new Date().toISOString();
+        running.targets = targets.map((target) => ({ target, phase: 'pending', since: now, outage_ms: null }));
+      },
+      phase: (target, phase, detail) => {
+        let t = running.targets.find((x) => x.target === target);
+        if (!t) running.targets.push((t = { target, phase, since: '', outage_ms: null }));
+        t.phase = phase;
+        t.since = new Date().toISOString();
+        if (detail?.outageMs !== undefined) t.outage_ms = detail.outageMs;
+        this.opts.emitter?.emit('reload:phase', { revision: running.revision, target, phase, outageMs: detail?.outageMs });
+      },
+    };
   }
 
   private leads(): boolean {
@@ -263,11 +309,19 @@ export class ReloadQueue {
       );
       const id = rows[0]!.id;
       await c.query(
-        `INSERT INTO reload_run_targets (run_id, position, target, started_at, finished_at, status, error)
-         SELECT $1, t.ord::int - 1, t.target, t.started_at, t.finished_at, t.status, t.error
-         FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[])
-           WITH ORDINALITY AS t(target, started_at, finished_at, status, error, ord)`,
-        [id, r.targets.map((t) => t.target), r.targets.map((t) => t.startedAt), r.targets.map((t) => t.finishedAt), r.targets.map((t) => t.status), r.targets.map((t) => t.error ?? null)],
+        `INSERT INTO reload_run_targets (run_id, position, target, started_at, finished_at, status, error, outage_ms)
+         SELECT $1, t.ord::int - 1, t.target, t.started_at, t.finished_at, t.status, t.error, t.outage_ms
+         FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], $7::int[])
+           WITH ORDINALITY AS t(target, started_at, finished_at, status, error, outage_ms, ord)`,
+        [
+          id,
+          r.targets.map((t) => t.target),
+          r.targets.map((t) => t.startedAt),
+          r.targets.map((t) => t.finishedAt),
+          r.targets.map((t) => t.status),
+          r.targets.map((t) => t.error ?? null),
+          r.targets.map((t) => (t.outageMs === undefined ? null : Math.round(t.outageMs))),
+        ],
       );
       await c.query('DELETE FROM reload_runs WHERE id <= $1', [id - (this.opts.keepRuns ?? 1_000)]);
     });
@@ -280,8 +334,8 @@ export class ReloadQueue {
       }>('SELECT id, revision, reloader, attempt, status, started_at, finished_at, error FROM reload_runs ORDER BY id DESC LIMIT 1');
       const r = run.rows[0];
       if (!r) return null;
-      const targets = await this.opts.pool.query<{ target: string; status: ReloadStatus; started_at: Date; finished_at: Date; error: string | null }>(
-        'SELECT target, status, started_at, finished_at, error FROM reload_run_targets WHERE run_id = $1 ORDER BY position',
+      const targets = await this.opts.pool.query<{ target: string; status: ReloadStatus; started_at: Date; finished_at: Date; error: string | null; outage_ms: number | null }>(
+        'SELECT target, status, started_at, finished_at, error, outage_ms FROM reload_run_targets WHERE run_id = $1 ORDER BY position',
         [r.id],
       );
       return {
@@ -293,7 +347,14 @@ export class ReloadQueue {
         started_at: r.started_at.toISOString(),
         finished_at: r.finished_at.toISOString(),
         error: r.error,
-        targets: targets.rows.map((t) => ({ target: t.target, status: t.status, started_at: t.started_at.toISOString(), finished_at: t.finished_at.toISOString(), error: t.error })),
+        targets: targets.rows.map((t) => ({
+          target: t.target,
+          status: t.status,
+          started_at: t.started_at.toISOString(),
+          finished_at: t.finished_at.toISOString(),
+          error: t.error,
+          outage_ms: t.outage_ms,
+        })),
       };
     });
   }

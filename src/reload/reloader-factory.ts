@@ -5,7 +5,7 @@ import type { Pool } from '../db/pool';
 import { LitellmStateStore } from '../litellm/litellm-state-store';
 import type { Logger, SecretRegistry } from '../log';
 import { CommandReloader } from './command';
-import { createDockerClient, DockerReloader } from './docker';
+import { createDockerClient, DockerReloader, MAX_OWN_STOP_TIMEOUT_S } from './docker';
 import { LitellmApiReloader } from './litellm-api';
 import { NoneReloader } from './none';
 import type { Reloader } from './reloader';
@@ -33,13 +33,15 @@ export function createReloader(settings: Settings, deps: ReloaderDeps): Reloader
         command: settings.reloadCommand ?? '',
         timeoutMs: settings.reloadTimeoutMs,
         litellmUrl: settings.litellmUrl,
+        targets: settings.reloadTargets,
         readyTimeoutMs: settings.readyTimeoutMs,
+        settleMs: settings.rolloutSettleMs,
         log: deps.log,
         secrets: deps.secrets,
       });
     case 'docker': {
       // Docker calls include a stop that may take the whole stop timeout.
-      const client = deps.docker ?? createDockerClient(settings.dockerHost, (settings.dockerStopTimeoutS + 30) * 1000);
+      const client = deps.docker ?? createDockerClient(settings.dockerHost, ((settings.dockerStopTimeoutS ?? MAX_OWN_STOP_TIMEOUT_S) + 30) * 1000);
       return new DockerReloader({
         ...client,
         containers: settings.dockerContainers,
@@ -47,6 +49,7 @@ export function createReloader(settings: Settings, deps: ReloaderDeps): Reloader
         mode: settings.dockerMode,
         stopTimeoutS: settings.dockerStopTimeoutS,
         readyTimeoutMs: settings.readyTimeoutMs,
+        settleMs: settings.rolloutSettleMs,
         litellmUrl: settings.litellmUrl,
         log: deps.log,
       });

@@ -1,5 +1,6 @@
 import type { ReloadKind } from '../config';
 import type { DesiredState } from '../sync/desired-state';
+import type { RolloutProgress } from './rollout';
 
 export type ReloadStatus = 'ok' | 'failed' | 'skipped';
 
@@ -10,6 +11,8 @@ export interface TargetResult {
   startedAt: Date;
   finishedAt: Date;
   error?: string;
+  /** How long this target did not serve: from its stop (or its reload command) until it was ready again. */
+  outageMs?: number;
 }
 
 export interface ReloadResult {
@@ -32,6 +35,8 @@ export interface ReloadRequest {
   restorePrevious(): Promise<boolean>;
   /** What caused the render (`reconcile`, `notify+reconcile`, ...): a reconcile re-sends what cannot be compared. */
   trigger?: string;
+  /** Told of each target's phase while the reload runs. */
+  progress?: RolloutProgress;
 }
 
 export interface Reloader {

@@ -13,7 +13,8 @@ const HOW_TO_START =
   'Start one with `eval "$(scripts/dockerd.sh)"` (it prints the DOCKER_HOST to export; scripts/ci-docker.sh also installs docker.io and busybox-static)';
 
 /**
- * The LiteLLM stand-in: serves /health/liveliness and /env (the environment it started with) on
+ * The LiteLLM stand-in: serves /health/liveliness, /health/readiness (STANDIN_READY_DELAY seconds
+ * after liveliness; until then 404, where LiteLLM would answer 503) and /env (the environment it started with) on
  * $STANDIN_HOST:$STANDIN_PORT (127.0.0.1 on the host network; 0.0.0.0 in its own network
  * namespace on a bridge network, as LiteLLM listens in our compose file), and writes that
  * environment into the mounted /out. STANDIN_FAIL naming this replica (or `all`) makes it never
@@ -23,12 +24,19 @@ const STANDIN_SCRIPT = `#!/bin/sh
 if [ "$STANDIN_FAIL" = "all" ] || [ "$STANDIN_FAIL" = "$STANDIN_NAME" ]; then exec sleep 100000; fi
 if [ -n "$STANDIN_DELAY" ]; then sleep "$STANDIN_DELAY"; fi
 mkdir -p /tmp/www/health
+# A restart keeps the container's files: not ready until this start says so, as LiteLLM.
+rm -f /tmp/www/health/readiness
 env | sort > /tmp/www/env
 if [ -d /out ]; then env | sort > "/out/standin-$STANDIN_NAME.env"; fi
 echo "I'm alive!" > /tmp/www/health/liveliness
+if [ -n "$STANDIN_READY_DELAY" ]; then
+  (sleep "$STANDIN_READY_DELAY"; echo '{"status":"healthy","db":"Not connected"}' > /tmp/www/health/readiness) &
+else
+  echo '{"status":"healthy","db":"Not connected"}' > /tmp/www/health/readiness
+fi
 exec httpd -f -p "\${STANDIN_HOST:-127.0.0.1}:$STANDIN_PORT" -h /tmp/www
 `;
-const APPLETS = ['sh', 'env', 'sort', 'sleep', 'httpd', 'mkdir', 'echo', 'cat', 'wget'];
+const APPLETS = ['sh', 'env', 'sort', 'sleep', 'httpd', 'mkdir', 'rm', 'echo', 'cat', 'wget'];
 const IMAGE_TAG = createHash('sha256').update(STANDIN_SCRIPT).update(APPLETS.join()).digest('hex').slice(0, 12);
 export const STANDIN_IMAGE = `keyplane-standin:${IMAGE_TAG}`;
 

@@ -35,7 +35,7 @@ export class KeyChurn {
   readonly values: string[] = [];
   readonly counts: ChurnCounts = { rotate: 0, deleteKey: 0, addKey: 0, createModel: 0, replaceModel: 0, deleteModel: 0, toggleProvider: 0 };
   private readonly present = new Set<string>();
-  private readonly models: string[] = [];
+  private readonly models: Array<{ id: string; provider: (typeof PROVIDER_KEYS)[number] }> = [];
   private readonly inactive = new Set<string>();
   private loop: Promise<void> | undefined;
   private stopping = false;
@@ -67,12 +67,14 @@ export class KeyChurn {
   }
 
   /**
-   * After stop(): every key stored again, every provider switched on (the final state renders
-   * deployments of each), and one more rotation, so that this is a change whatever was rendered last.
+   * After stop(): every key stored again, every provider switched on with a deployment (the final
+   * state renders deployments of each: the churn's deletes may have left a provider without one), and
+   * one more rotation, so that this is a change whatever was rendered last.
    */
   async restoreAll(): Promise<void> {
     await this.putKey(this.pick([...this.present]));
     for (const name of [...PROVIDER_KEYS, OTHER_KEYS[0]]) if (!this.present.has(name)) await this.putKey(name);
+    for (const p of PROVIDER_KEYS) if (!this.models.some((m) => m.provider === p)) await this.createModel(p);
     for (const slug of [...this.inactive]) {
       const cur = await this.kp.providers.get(slug);
       await this.kp.providers.put(slug, { kind: cur.kind, active: true }, TEST_CTX);
@@ -121,12 +123,12 @@ export class KeyChurn {
         await this.createModel(this.pick(PROVIDER_KEYS));
       } else if (m < 0.7) {
         this.counts.replaceModel++;
-        const id = this.pick(this.models);
+        const { id } = this.pick(this.models);
         const cur = await this.kp.models.get(id);
         await this.kp.models.replace(id, { model_name: cur.model_name, provider: cur.provider, model: cur.model, rpm: 1 + Math.floor(Math.random() * 10_000) }, TEST_CTX);
       } else {
         this.counts.deleteModel++;
-        const id = this.models.splice(Math.floor(Math.random() * this.models.length), 1)[0]!;
+        const { id } = this.models.splice(Math.floor(Math.random() * this.models.length), 1)[0]!;
         await this.kp.models.delete(id, TEST_CTX);
       }
     } else {
@@ -148,6 +150,6 @@ export class KeyChurn {
 
   private async createModel(provider: (typeof PROVIDER_KEYS)[number]): Promise<void> {
     const created = await this.kp.models.create({ model_name: `kill-${provider}-${++this.n}`, provider, model: MODEL_OF[provider] }, TEST_CTX);
-    this.models.push(created.id);
+    this.models.push({ id: created.id, provider });
   }
 }

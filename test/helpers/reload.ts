@@ -58,13 +58,19 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** A LiteLLM liveliness endpoint on 127.0.0.1 that can be switched off and on. */
-export async function startLivelinessServer(): Promise<{ url: string; alive: boolean; hits: number; close(): Promise<void> }> {
-  const state = { alive: true, hits: 0 };
+/**
+ * LiteLLM's health endpoints on 127.0.0.1, switched off and on: `/health/liveliness` while `alive`,
+ * `/health/readiness` while `alive` and `ready` (503 otherwise, as LiteLLM answers when not ready).
+ */
+export async function startLivelinessServer(): Promise<{ url: string; alive: boolean; ready: boolean; hits: number; readinessHits: number; close(): Promise<void> }> {
+  const state = { alive: true, ready: true, hits: 0, readinessHits: 0 };
   const server: Server = createServer((req, res) => {
     state.hits++;
+    if (req.url === '/health/readiness') state.readinessHits++;
     if (req.url === '/health/liveliness' && state.alive) {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify("I'm alive!"));
+    } else if (req.url === '/health/readiness' && state.alive && state.ready) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'healthy', db: 'Not connected' }));
     } else {
       res.writeHead(503).end();
     }
