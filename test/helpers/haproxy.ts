@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { checkReadiness } from '../../src/reload/liveliness';
 import { alive, allGone, ROOT } from './npm-start';
 import { freePort } from './reload';
 
@@ -32,6 +33,15 @@ wait "$pid"
 `;
 
 const LOG_KEEP = 256 * 1024;
+
+/** A moment in which no replica was both in HAProxy's rotation and ready: a request then had nowhere to go. */
+export interface NoService {
+  atMs: number;
+  /** HAProxy's view, by server name. */
+  states: Record<string, string>;
+  /** Each replica's own readiness, in the order of `replicas`. */
+  ready: boolean[];
+}
 
 export interface HaproxyOptions {
   /** The replicas, host:port, as KP_LITELLM_1 and KP_LITELLM_2. */
@@ -96,6 +106,32 @@ export class Haproxy {
       if (Date.now() > deadline) throw new Error(`haproxy did not put every replica in service within ${timeoutMs} ms: ${JSON.stringify(last)}\n${this.log}`);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /**
+   * Samples, until stopped, whether some replica is in service: UP in HAProxy's view and ready by
+   * its own /health/readiness. `replicaUrls` are in the order of the servers (litellm1, litellm2).
+   * This is what a settle time must guarantee; requests alone may miss a short gap (HAProxy's
+   * retries hide up to `retries` x 1 s of it from a client that is not sending at that moment).
+   */
+  watchService(replicaUrls: string[], clock: () => number, intervalMs = 100): { stop(): Promise<NoService[]> } {
+    const gaps: NoService[] = [];
+    let running = true;
+    const loop = (async () => {
+      while (running) {
+        const states = await this.servers();
+        const ready = (await Promise.all(replicaUrls.map((u) => checkReadiness(u)))).map((problem) => problem === undefined);
+        if (!ready.some((r, i) => r && states[`litellm${i + 1}`]?.startsWith('UP'))) gaps.push({ atMs: clock(), states, ready });
+        await new Promise((r) => setTimeout(r, intervalMs));
+      }
+    })();
+    return {
+      stop: async () => {
+        running = false;
+        await loop;
+        return gaps;
+      },
+    };
   }
 
   /** Stops haproxy and makes sure no process of it is left. Idempotent. */
