@@ -43,11 +43,32 @@ export interface NoService {
   ready: boolean[];
 }
 
+/**
+ * Runs haproxy as if in a container on a Docker network: in that container's network namespace
+ * (`pid` is its process), with /etc/resolv.conf replaced by `resolvConf` (Docker's DNS,
+ * 127.0.0.11, as in a container) in a mount namespace of its own. Needs root (nsenter, unshare).
+ */
+export interface HaproxyNetns {
+  pid: number;
+  resolvConf: string;
+  /** The container's address, where haproxy is reached from this host. */
+  address: string;
+}
+
 export interface HaproxyOptions {
   /** The replicas, host:port, as KP_LITELLM_1 and KP_LITELLM_2. */
   replicas: [string, string];
   /** How long to wait for haproxy to answer. */
   startTimeoutMs?: number;
+  /** Default: on this host, bound to 127.0.0.1. */
+  netns?: HaproxyNetns;
+}
+
+/** The command that runs haproxy (each step execs the next, so its pid is haproxy's). */
+function command(o: HaproxyOptions, args: string[]): string[] {
+  if (!o.netns) return [HAPROXY_BIN, ...args];
+  const mountResolvConf = 'mount --bind "$0" /etc/resolv.conf && exec "$@"';
+  return ['nsenter', '-t', String(o.netns.pid), '-n', 'unshare', '-m', '/bin/sh', '-c', mountResolvConf, o.netns.resolvConf, HAPROXY_BIN, ...args];
 }
 
 export class Haproxy {
@@ -95,15 +116,19 @@ export class Haproxy {
   }
 
   /** Resolves once every replica is in service; fails with the states and haproxy's log. */
-  async waitAllUp(timeoutMs = 30_000): Promise<void> {
+  waitAllUp(timeoutMs = 30_000): Promise<void> {
+    return this.waitStates('every replica in service', (s) => Object.keys(s).length === 2 && Object.values(s).every((x) => x === 'UP'), timeoutMs);
+  }
+
+  /** Resolves once the servers' states (see servers()) satisfy `ok`; fails with the last ones and haproxy's log. */
+  async waitStates(what: string, ok: (states: Record<string, string>) => boolean, timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let last: Record<string, string> = {};
     for (;;) {
       if (this.ended) throw new Error(`haproxy exited:\n${this.log}`);
       last = await this.servers().catch(() => last);
-      const states = Object.values(last);
-      if (states.length === 2 && states.every((s) => s === 'UP')) return;
-      if (Date.now() > deadline) throw new Error(`haproxy did not put every replica in service within ${timeoutMs} ms: ${JSON.stringify(last)}\n${this.log}`);
+      if (ok(last)) return;
+      if (Date.now() > deadline) throw new Error(`haproxy: not ${what} within ${timeoutMs} ms: ${JSON.stringify(last)}\n${this.log}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
@@ -155,22 +180,25 @@ export class Haproxy {
 
 /**
  * Starts Debian's haproxy with compose/haproxy.cfg in front of two replicas, bound to a free port
- * on 127.0.0.1, and waits until it answers. Fails (never skips) when haproxy is not installed.
+ * on 127.0.0.1 (or in a container's network namespace), and waits until it answers. Fails (never
+ * skips) when haproxy is not installed.
  */
 export async function startHaproxy(o: HaproxyOptions): Promise<Haproxy> {
   if (!existsSync(HAPROXY_BIN)) throw new Error(`haproxy is not installed (${HAPROXY_BIN} is missing): apt-get install -y haproxy (.ci/run installs it)`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kp-haproxy-'));
   const statsCfg = path.join(dir, 'test-stats.cfg');
   writeFileSync(statsCfg, STATS_CFG);
-  const [port, statsPort] = [await freePort(), await freePort()];
-  const child = spawn('/bin/sh', ['-c', WATCHDOG, 'haproxy-watchdog', HAPROXY_BIN, '-f', HAPROXY_CFG, '-f', statsCfg, '-db'], {
+  // A container's network namespace has its ports to itself; here they are the host's.
+  const [port, statsPort] = o.netns ? [4000, 8404] : [await freePort(), await freePort()];
+  const [bindHost, host] = o.netns ? ['0.0.0.0', o.netns.address] : ['127.0.0.1', '127.0.0.1'];
+  const child = spawn('/bin/sh', ['-c', WATCHDOG, 'haproxy-watchdog', ...command(o, ['-f', HAPROXY_CFG, '-f', statsCfg, '-db'])], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-      KP_LB_BIND: `127.0.0.1:${port}`,
+      KP_LB_BIND: `${bindHost}:${port}`,
       KP_LITELLM_1: o.replicas[0],
       KP_LITELLM_2: o.replicas[1],
-      KP_TEST_STATS_BIND: `127.0.0.1:${statsPort}`,
+      KP_TEST_STATS_BIND: `${bindHost}:${statsPort}`,
     },
   });
   const pid = await new Promise<number>((resolve, reject) => {
@@ -183,17 +211,17 @@ export async function startHaproxy(o: HaproxyOptions): Promise<Haproxy> {
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`the haproxy watchdog exited with ${code}`)));
   });
-  const hp = new Haproxy(child, pid, `http://127.0.0.1:${port}`, `http://127.0.0.1:${statsPort}/stats`, dir);
+  const hp = new Haproxy(child, pid, `http://${host}:${port}`, `http://${host}:${statsPort}/stats`, dir);
   try {
     const deadline = Date.now() + (o.startTimeoutMs ?? 10_000);
     for (;;) {
       if (hp.exited) throw new Error(`haproxy exited at start:\n${hp.logs()}`);
-      const ok = await fetch(`http://127.0.0.1:${statsPort}/stats`, { signal: AbortSignal.timeout(1_000) }).then(
+      const ok = await fetch(`http://${host}:${statsPort}/stats`, { signal: AbortSignal.timeout(1_000) }).then(
         (r) => r.ok,
         () => false,
       );
       if (ok) return hp;
-      if (Date.now() > deadline) throw new Error(`haproxy did not answer on 127.0.0.1:${statsPort} within ${o.startTimeoutMs ?? 10_000} ms:\n${hp.logs()}`);
+      if (Date.now() > deadline) throw new Error(`haproxy did not answer on ${host}:${statsPort} within ${o.startTimeoutMs ?? 10_000} ms:\n${hp.logs()}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   } catch (err) {
