@@ -22,6 +22,8 @@ import { PlatformKeysService } from './features/platform-keys/platform-keys-serv
 import { registerPlatformKeyRoutes } from './features/platform-keys/platform-keys-routes';
 import { ProvidersService } from './features/providers/providers-service';
 import { registerProviderRoutes } from './features/providers/providers-routes';
+import { registerKeyPoolRoutes } from './features/key-pools/key-pools-routes';
+import { KeyStatesService } from './features/key-pools/key-states';
 import { DestinationsService } from './features/destinations/destinations-service';
 import { registerDestinationRoutes } from './features/destinations/destinations-routes';
 import { ModelsService } from './features/models/models-service';
@@ -43,10 +45,13 @@ import { registerSyncRoutes } from './features/sync/sync-routes';
 import { HealthStore } from './health/health-store';
 import { createKeyValidator } from './health/key-validator';
 import { Prober, type HealthEvents } from './health/prober';
+import { KeyHealthStore } from './health/key-health-store';
+import { registerKeyPoolMetrics } from './health/key-metrics';
+import { KeyProber, type KeyProbeEvents } from './health/key-prober';
 import { displayUrl } from './url';
 import { registerHealthRoutes } from './features/health/health-routes';
 
-export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents;
+export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents & KeyProbeEvents;
 
 export const VERSION: string = (require('../package.json') as { version: string }).version;
 
@@ -70,6 +75,7 @@ export interface Keyplane {
   pool: Pool;
   keyring: Keyring;
   platformKeys: PlatformKeysService;
+  keyStates: KeyStatesService;
   providers: ProvidersService;
   models: ModelsService;
   tokens: TokensStore;
@@ -79,6 +85,8 @@ export interface Keyplane {
   sync?: SyncRuntime;
   reloads?: ReloadQueue;
   prober?: Prober;
+  /** Probes every pool key each round and rechecks the keys it disabled (only with the runtime). */
+  keyProber?: KeyProber;
   health: HealthStore;
   server?: Server;
   app?: Express;
@@ -151,16 +159,19 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     const models = new ModelsService(pool, destinations, fingerprints);
     const loadState = () => loadDesiredState(pool, platformKeys);
     registerKeyGauge(metrics, pool);
+    registerKeyPoolMetrics(metrics.registry, new KeyHealthStore(pool));
 
     const webhook = settings.alertWebhook
       ? new WebhookAlerter({ url: settings.alertWebhook, instance: settings.instanceId, log: log.child({ component: 'alerts' }), secrets })
       : undefined;
     if (webhook) stoppers.push({ name: 'alerts', stop: () => webhook.stop() });
     const alerter: Alerter = webhook ?? new LogAlerter(log.child({ component: 'alerts' }));
+    const keyStates = new KeyStatesService(pool, alerter, log.child({ component: 'key-states' }), metrics.registry);
 
     let reloads: ReloadQueue | undefined;
     let sync: SyncRuntime | undefined;
     let prober: Prober | undefined;
+    let keyProber: KeyProber | undefined;
     if (runtime) {
       // Only the leader reloads; one that lost the lead leaves the rest to the new leader.
       reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets, pool, keyring }), pool, log, alerter, emitter: events, secrets, isLeader: () => sync?.leader.isLeader ?? true, registry: metrics.registry });
@@ -179,11 +190,27 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
         digest: (text) => fingerprints.of(text),
       });
       const leader = sync.leader;
-      prober = new Prober({ store: health, keys: platformKeys, log, settings, registry: metrics.registry, emitter: events, alerter, shouldRun: () => leader.isLeader });
+      keyProber = new KeyProber({
+        pool,
+        store: new KeyHealthStore(pool),
+        states: keyStates,
+        keys: platformKeys,
+        log,
+        // A key comes back after as many good probes as a provider needs to be healthy again.
+        policy: { recoverPasses: settings.healthRecoverThreshold, recheck: settings.keyRecheck, creditAlert: settings.creditAlert },
+        timeoutMs: settings.healthTimeoutMs,
+        concurrency: settings.healthConcurrency,
+        registry: metrics.registry,
+        alerter,
+        emitter: events,
+        shouldRun: () => leader.isLeader,
+      });
+      prober = new Prober({ store: health, keys: platformKeys, log, settings, registry: metrics.registry, emitter: events, alerter, shouldRun: () => leader.isLeader, keyProber });
     }
 
     const routes = new RouteTable();
     registerPlatformKeyRoutes(routes, platformKeys);
+    registerKeyPoolRoutes(routes, { states: keyStates, platformKeys });
     registerDestinationRoutes(routes, destinations);
     // Before the providers' routes: /providers/health must not be taken for /providers/:slug.
     if (prober) registerHealthRoutes(routes, { store: health, prober, litellmUrl: displayUrl(settings.litellmUrl) });
@@ -210,7 +237,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     if (runtime && !settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
 
     const kp: Keyplane = {
-      settings, log, secrets, metrics, pool, keyring, platformKeys, providers, models, tokens, audit, routes, events, sync, reloads, prober, health,
+      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, providers, models, tokens, audit, routes, events, sync, reloads, prober, keyProber, health,
       renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings, digest: (text) => fingerprints.of(text) }, o),
       stop: async () => {
         const started = Date.now();
@@ -247,12 +274,25 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       kp.url = `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
       log.info('admin API listening', { url: kp.url, version: VERSION });
     }
-    if (sync && prober) {
+    if (sync && prober && keyProber) {
       // Sync starts after the API listens (a first render can take a moment) and stops before it.
       const s = sync;
       const p = prober;
+      const k = keyProber;
       stoppers.push({ name: 'sync', stop: () => s.stop() });
       await s.start();
+      // Keys a probe disabled come back on their own even with scheduled rounds off (a manual round may have disabled them).
+      k.start();
+      const offNudge = events.on('watcher:notification', (n) => {
+        if (n.table === 'platform_key_versions') k.nudge();
+      });
+      stoppers.push({
+        name: 'key-prober',
+        stop: () => {
+          offNudge();
+          return k.stop();
+        },
+      });
       if (settings.healthSchedule !== 'off') p.start();
       stoppers.push({ name: 'prober', stop: () => p.stop() });
     }

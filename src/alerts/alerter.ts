@@ -2,7 +2,15 @@ import type { Logger } from '../log';
 
 /** An alert event: never carries a secret (names, fingerprints, versions, reasons only). */
 export interface AlertEvent {
-  type: 'provider.status_changed' | 'litellm.status_changed' | 'reload.failed' | 'key.expiring';
+  type:
+    | 'provider.status_changed'
+    | 'litellm.status_changed'
+    | 'reload.failed'
+    | 'key.expiring'
+    | 'key.state_changed'
+    | 'provider.no_keys'
+    | 'provider.keys_restored'
+    | 'key.credit_low';
   at: string;
   instance: string;
   [field: string]: unknown;

@@ -1,7 +1,7 @@
 import { Approvals, destinationOf, isDestinationParam } from '../destinations';
 import { envVarProblem, isReservedKey, keyValueProblem } from '../key-rules';
 import { ENV_REF } from '../secret-params';
-import type { DesiredKey, DesiredModel, DesiredProvider, DesiredState } from './desired-state';
+import { inService, poolOf, type DesiredKey, type DesiredModel, type DesiredProvider, type DesiredState } from './desired-state';
 
 /**
  * Which deployments may be handed to LiteLLM, one rule for the renderer and the litellm-api
@@ -13,6 +13,8 @@ import type { DesiredKey, DesiredModel, DesiredProvider, DesiredState } from './
 export type SkipReason =
   | 'provider_disabled'
   | 'no_key'
+  | 'key_disabled'
+  | 'no_key_in_service'
   | 'unknown_provider'
   | 'reserved_key'
   | 'host_not_approved'
@@ -28,6 +30,8 @@ export interface SkippedDeployment {
   reason: SkipReason;
   /** The destination that was not approved, or the parameter at fault. */
   detail?: string;
+  /** For a pool: the key whose deployment of this model was left out (the model is still served by others). */
+  key?: string;
 }
 
 export type KeyWarning = { kind: 'unsafe_env_value'; key: string; env_var: string } | { kind: 'unsafe_env_name'; key: string; env_var: string; rule: string };
@@ -38,6 +42,8 @@ export interface EligibleDeployment {
   key: DesiredKey;
   /** Where the key goes (see destinationOf). */
   destination: string;
+  /** LiteLLM's share for this deployment when the model is served by several keys of a pool. */
+  weight?: number;
 }
 
 export interface Eligibility {
@@ -75,8 +81,11 @@ export function eligibility(state: DesiredState): Eligibility {
   const byEnv = new Map<string, DesiredKey>();
   const keyWarnings: KeyWarning[] = [];
   const secretValues = new Set<string>();
+  const stateOf = new Map(state.keys.map((k) => [k.name, k]));
   for (const k of [...state.keys].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     if (k.value.length >= 8) secretValues.add(k.value);
+    // A disabled key is in neither file: LiteLLM cannot use what it is not given.
+    if (!inService(k)) continue;
     const nameRule = envVarProblem(k.envVar, k.name);
     if (nameRule) keyWarnings.push({ kind: 'unsafe_env_name', key: k.name, env_var: k.envVar, rule: nameRule });
     else if (keyValueProblem(k.value)) keyWarnings.push({ kind: 'unsafe_env_value', key: k.name, env_var: k.envVar });
@@ -103,21 +112,8 @@ export function eligibility(state: DesiredState): Eligibility {
       skip('provider_disabled');
       continue;
     }
-    if (isReservedKey(provider.keyName)) {
-      skip('reserved_key', provider.keyName);
-      continue;
-    }
-    // Without a usable key LiteLLM would call the provider with an empty one: leave it out, say why.
-    const key = usableKeys.get(provider.keyName);
-    if (!key) {
-      skip('no_key');
-      continue;
-    }
+    // The same checks for every key of the pool: each key makes its own deployment of the model.
     const destination = destinationOf(provider.kind, m.apiBase ?? provider.apiBase);
-    if (!approvals.has(key.name, destination)) {
-      skip('host_not_approved', destination);
-      continue;
-    }
     // A parameter that moves the request elsewhere would make the approved pair not the one LiteLLM uses
     // (`model` is always keyplane's own).
     const steering = Object.keys(m.litellmParams ?? {}).find((p) => isDestinationParam(p) && p !== 'model');
@@ -125,16 +121,54 @@ export function eligibility(state: DesiredState): Eligibility {
       skip('destination_param', steering);
       continue;
     }
-    const badRef = envRefProblem(m, destination, byEnv, approvals);
-    if (badRef) {
-      skip('env_ref_not_approved', badRef);
-      continue;
-    }
     if (holdsSecret(secretValues, m.modelName, m.model, m.apiBase, m.litellmParams, m.modelInfo)) {
       skip('holds_secret');
       continue;
     }
-    deployments.push({ model: m, provider, key, destination });
+    const pool = poolOf(provider);
+    const served: EligibleDeployment[] = [];
+    const leftOut: Array<{ reason: SkipReason; detail?: string; key: string }> = [];
+    for (const pk of pool) {
+      const out = (reason: SkipReason, detail?: string): void => {
+        leftOut.push({ reason, key: pk.name, ...(detail !== undefined ? { detail } : {}) });
+      };
+      if (isReservedKey(pk.name)) {
+        out('reserved_key', pk.name);
+        continue;
+      }
+      const stored = stateOf.get(pk.name);
+      if (stored && !inService(stored)) {
+        out('key_disabled');
+        continue;
+      }
+      // Without a usable key LiteLLM would call the provider with an empty one: leave it out, say why.
+      const key = usableKeys.get(pk.name);
+      if (!key) {
+        out('no_key');
+        continue;
+      }
+      if (!approvals.has(key.name, destination)) {
+        out('host_not_approved', destination);
+        continue;
+      }
+      const badRef = envRefProblem(m, destination, byEnv, approvals);
+      if (badRef) {
+        out('env_ref_not_approved', badRef);
+        continue;
+      }
+      served.push({ model: m, provider, key, destination, ...(pool.length > 1 ? { weight: pk.weight } : {}) });
+    }
+    if (served.length === 0) {
+      // Every key of the pool exists and is disabled: the loud case, the provider is out of keys.
+      const allDisabled = leftOut.length > 0 && leftOut.every((o) => o.reason === 'key_disabled');
+      const first = leftOut[0]!;
+      if (allDisabled) skip('no_key_in_service', leftOut.map((o) => o.key).join(','));
+      else if (pool.length === 1) skip(first.reason, first.detail);
+      else skip(first.reason, first.detail ?? first.key);
+      continue;
+    }
+    deployments.push(...served);
+    for (const o of leftOut) skipped.push({ id: m.id, model_name: m.modelName, provider: m.provider, reason: o.reason, key: o.key, ...(o.detail !== undefined ? { detail: o.detail } : {}) });
   }
   return { usableKeys, deployments, skipped, keyWarnings, secretValues };
 }

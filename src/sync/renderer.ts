@@ -93,11 +93,13 @@ function apiBaseFor(model: DesiredModel, provider: DesiredProvider): string | un
   return def !== undefined && trimSlashes(def) === trimSlashes(provider.apiBase) ? undefined : provider.apiBase;
 }
 
-function deployment(model: DesiredModel, provider: DesiredProvider, key: DesiredKey, warnings: RenderWarning[]): Record<string, unknown> {
+function deployment(model: DesiredModel, provider: DesiredProvider, key: DesiredKey, weight: number | undefined, warnings: RenderWarning[]): Record<string, unknown> {
   const params: Record<string, unknown> = { model: `${provider.kind}/${model.model}` };
   const apiBase = apiBaseFor(model, provider);
   if (apiBase) params.api_base = apiBase;
   params.api_key = `os.environ/${key.envVar}`;
+  // A pool's deployments of one model share its model_name; LiteLLM's simple-shuffle balances them by weight.
+  if (weight !== undefined) params.weight = weight;
   if (model.rpm !== null) params.rpm = model.rpm;
   if (model.tpm !== null) params.tpm = model.tpm;
   // A secret reaches LiteLLM only as a reference; a literal one is never written.
@@ -127,7 +129,13 @@ export function render(state: DesiredState, base: BaseConfig, opts: RenderOption
   for (const k of [...state.keys].sort((a, b) => (a.name < b.name ? -1 : 1))) keys[k.name] = { env_var: k.envVar, version: k.version, fingerprint: k.fingerprint };
 
   // Eligible deployments come sorted by model_name, then id.
-  const managed = deployments.map((d) => deployment(d.model, d.provider, d.key, warnings));
+  // A pool renders a model once per key: its warnings are said once.
+  const warned = new Set<string>();
+  const managed = deployments.map((d) => {
+    const first = !warned.has(d.model.id);
+    warned.add(d.model.id);
+    return deployment(d.model, d.provider, d.key, d.weight, first ? warnings : []);
+  });
 
   const out: Record<string, unknown> = { ...base };
 

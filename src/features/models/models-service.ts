@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from '../../db/pool';
 import { withTransaction } from '../../db/pool';
 import type { Fingerprinter } from '../../crypto/keyring';
-import { deploymentPairs } from '../../destinations';
+import { deploymentPairs, type Pair } from '../../destinations';
 import { NotFound, ValidationFailed, type FieldError } from '../../http/errors';
 import type { RequestContext } from '../../http/principal';
 import { isKeyChar, KEY_MIN } from '../../key-rules';
@@ -189,10 +189,18 @@ export class ModelsService {
       if (s.startsWith('os.environ/')) errors.push({ field, rule: 'may not hold an os.environ/ reference: LiteLLM resolves them only as top-level litellm_params values' });
     }
     const keyOfEnv = await this.destinations.store.keyOfEnv(c);
-    const { pairs, unknownRefs } = deploymentPairs(
-      { model: { apiBase: input.api_base ?? null, litellmParams: params }, provider: { kind: provider.kind, apiBase: provider.api_base, keyName: provider.key_name }, providerField: 'provider' },
-      keyOfEnv,
-    );
+    // A pooled provider sends each of its keys: every one makes its own pair with this deployment.
+    const pool = (await c.query<{ key_name: string }>('SELECT key_name FROM provider_keys WHERE provider = $1 ORDER BY position', [input.provider])).rows.map((r) => r.key_name);
+    const pairs: Pair[] = [];
+    let unknownRefs: Array<{ field: string; envVar: string }> = [];
+    for (const keyName of pool.length ? pool : [provider.key_name]) {
+      const own = deploymentPairs(
+        { model: { apiBase: input.api_base ?? null, litellmParams: params }, provider: { kind: provider.kind, apiBase: provider.api_base, keyName }, providerField: 'provider' },
+        keyOfEnv,
+      );
+      pairs.push(...own.pairs);
+      unknownRefs = own.unknownRefs;
+    }
     for (const u of unknownRefs) errors.push({ field: u.field, rule: `must reference a platform key's env var (${u.envVar} is none)` });
     errors.push(...(await this.secretEquals(c, input)));
     if (errors.length) throw new ValidationFailed(errors);

@@ -1,3 +1,4 @@
+import type { KeyState } from '../../sync/desired-state';
 import type { Pool, PoolClient } from '../../db/pool';
 import { CommitOutcomeUnknown, isConnectionError, TransientConflict, withBatchedTransaction, withRetry, withTransaction } from '../../db/pool';
 import { type Fingerprinter, type Keyring, last4, maskKey } from '../../crypto/keyring';
@@ -9,6 +10,7 @@ import { KeyedMutex } from '../../keyed-mutex';
 import { envVarProblem, MASTER_KEY_NAME } from '../../key-rules';
 import { pageOf, type PageRequest } from '../../http/paging';
 import { PlatformKeysStore, type KeyRow, type VersionRow } from './platform-keys-store';
+import { KeyHealthStore, type KeyHealthView } from '../../health/key-health-store';
 
 export interface PlatformKeyView {
   name: string;
@@ -20,6 +22,15 @@ export interface PlatformKeyView {
   created_at: string;
   updated_at: string;
   source: 'database';
+  /** In service (`active`, `cooling`, `retiring`) or not (`disabled`); see KeyStatesService. */
+  state: KeyState;
+  state_reason: string | null;
+  state_note?: string;
+  state_since: string;
+  state_until: string | null;
+  replaced_by?: string;
+  /** What the last probe of the key found (null: never probed); in the key's own view only. */
+  health?: KeyHealthView | null;
 }
 
 export interface PutKeyInput {
@@ -78,6 +89,12 @@ export function toView(r: KeyRow): PlatformKeyView {
     created_at: r.created_at.toISOString(),
     updated_at: r.updated_at.toISOString(),
     source: 'database',
+    state: r.state,
+    state_reason: r.state_reason,
+    ...(r.state_note ? { state_note: r.state_note } : {}),
+    state_since: r.state_since.toISOString(),
+    state_until: iso(r.state_until),
+    ...(r.replaced_by ? { replaced_by: r.replaced_by } : {}),
   };
 }
 
@@ -88,6 +105,7 @@ export interface PlatformKeyGuards {
 
 export class PlatformKeysService {
   readonly store: PlatformKeysStore;
+  private readonly keyHealth: KeyHealthStore;
   private readonly writers = new KeyedMutex();
   /** The head version this instance last wrote, per key (see rotateBatch). */
   private readonly heads = new Map<string, { version: number; envVar: string }>();
@@ -102,6 +120,7 @@ export class PlatformKeysService {
     private readonly guards: PlatformKeyGuards = {},
   ) {
     this.store = new PlatformKeysStore(pool);
+    this.keyHealth = new KeyHealthStore(pool);
   }
 
   /** One page of keys by name; `next` is the name to continue after. */
@@ -111,9 +130,9 @@ export class PlatformKeysService {
   }
 
   async get(name: string): Promise<PlatformKeyView> {
-    const row = await this.store.get(name);
+    const [row, health] = await Promise.all([this.store.get(name), this.keyHealth.view(name)]);
     if (!row) throw new NotFound(`platform key ${name}`);
-    return toView(row);
+    return { ...toView(row), health };
   }
 
   /** One page of a key's versions, newest first; `next` is the version to continue before. */

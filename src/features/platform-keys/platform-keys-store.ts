@@ -1,3 +1,4 @@
+import type { KeyState } from '../../sync/desired-state';
 import type { Pool, PoolClient, Statement } from '../../db/pool';
 import type { StoredJwe } from '../../crypto/keyring';
 import type { AuditRowInput } from '../audit/audit-store';
@@ -13,6 +14,12 @@ export interface KeyRow {
   fingerprint: string;
   last4: string;
   kid: string;
+  state: KeyState;
+  state_reason: string | null;
+  state_note: string | null;
+  state_since: Date;
+  state_until: Date | null;
+  replaced_by: string | null;
 }
 
 export interface VersionRow {
@@ -44,7 +51,9 @@ const CLEAR_TEXT: Array<{ what: string; sql: (v: string) => string }> = [
   },
 ];
 
-const KEY_COLUMNS = `k.name, k.env_var, k.current_version, k.expires_at, k.created_at, k.updated_at, v.fingerprint, v.last4, v.kid`;
+const STATE_COLUMNS = 'state, state_reason, state_note, state_since, state_until, replaced_by';
+const KEY_COLUMNS = `k.name, k.env_var, k.current_version, k.expires_at, k.created_at, k.updated_at, v.fingerprint, v.last4, v.kid, ${STATE_COLUMNS.split(', ').map((c) => `k.${c}`).join(', ')}`;
+const HEAD_STATE = STATE_COLUMNS.split(', ').map((c) => `h.${c}`).join(', ');
 
 export class PlatformKeysStore {
   constructor(private readonly pool: Pool) {}
@@ -118,7 +127,7 @@ export class PlatformKeysStore {
       text: `WITH h AS (${head}),
             v AS (INSERT INTO platform_key_versions (name, version, jwe, kid, fingerprint, last4, expires_at, created_by)
                   SELECT h.name, $3::int, $5::jsonb, $6, $7, $8, $4::timestamptz, $9 FROM h RETURNING fingerprint, last4, kid)
-       SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, v.fingerprint, v.last4, v.kid FROM h, v`,
+       SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, v.fingerprint, v.last4, v.kid, ${HEAD_STATE} FROM h, v`,
       values: [v.name, v.envVar, v.version, v.expiresAt, v.jwe, v.kid, v.fingerprint, v.last4, v.createdBy],
     };
   }
@@ -173,7 +182,7 @@ export class PlatformKeysStore {
                SELECT x.at, x.actor, x.action, x.target, x.version, x.request_id, x.details, c.prev_hash, c.hash
                FROM chain c JOIN x ON x.i = c.i ORDER BY c.i RETURNING 1),
          moved AS (UPDATE audit_head SET hash = (SELECT hash FROM chain ORDER BY i DESC LIMIT 1) WHERE id = 1 AND EXISTS (SELECT 1 FROM head))
-       SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, $7::text AS fingerprint, $8::text AS last4, $9::text AS kid
+       SELECT h.name, h.env_var, h.current_version, h.expires_at, h.created_at, h.updated_at, $7::text AS fingerprint, $8::text AS last4, $9::text AS kid, ${HEAD_STATE}
        FROM h WHERE (SELECT count(*) FROM v) = $10::int`,
       [key.name, key.envVar, key.prev, last.version, last.expiresAt, JSON.stringify(rows), last.fingerprint, last.last4, last.kid, items.length, values],
     );

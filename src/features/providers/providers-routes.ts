@@ -11,6 +11,16 @@ export const providerBody = z.strictObject({
   kind: z.string({ error: 'is required and must be a string' }).regex(/^[a-z][a-z0-9_]{0,40}$/, { error: "must be LiteLLM's provider prefix, such as openai, anthropic, gemini, groq, openrouter, together_ai, fireworks_ai, ollama" }),
   api_base: httpUrl().nullable().optional(),
   key_name: name().optional(),
+  keys: z
+    .array(
+      z.strictObject({
+        name: name(),
+        weight: z.number({ error: 'must be a whole number' }).int({ error: 'must be a whole number' }).min(1, { error: 'must be 1 or more' }).max(1000, { error: 'must be at most 1000' }).optional(),
+      }),
+      { error: 'must be a list of {"name", "weight"?}' },
+    )
+    .max(20, { error: 'at most 20 keys' })
+    .optional(),
   active: z.boolean({ error: 'must be true or false' }).optional(),
 });
 
