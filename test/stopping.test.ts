@@ -99,7 +99,6 @@ describe('stopping npm start', () => {
   });
 
   it('a stop while it is still starting stops everything it started', async () => {
-    const s = startKeyplane(ROOT, env);
     // As soon as its Postgres runs: the stop lands during migrations, the listen or the sync start.
     // initdb's bootstrap backend also writes postmaster.pid (on a fresh cluster): wait for the one
     // whose parent is keyplane's node.
@@ -111,24 +110,40 @@ describe('stopping npm start', () => {
         return false;
       }
     };
-    const deadline = Date.now() + 60_000;
-    let node = 0;
-    while (Date.now() < deadline) {
-      try {
-        if (existsSync(pidFile) && isKeyplane(parentOf(postmaster()))) {
-          node = parentOf(postmaster());
-          break;
+    // On a slow moment keyplane can be ready before the signal lands: that try must stop cleanly too,
+    // and another is made, until one stop lands while it starts.
+    let landedWhileStarting = 0;
+    for (let attempt = 1; attempt <= 5 && landedWhileStarting === 0; attempt++) {
+      const s = startKeyplane(ROOT, env);
+      s.then((started) => (current = started), () => undefined);
+      const deadline = Date.now() + 60_000;
+      let node = 0;
+      while (Date.now() < deadline) {
+        try {
+          if (existsSync(pidFile) && isKeyplane(parentOf(postmaster()))) {
+            node = parentOf(postmaster());
+            break;
+          }
+        } catch {
+          // The pid file is being written, or its process just ended.
         }
-      } catch {
-        // The pid file is being written, or its process just ended.
+        await new Promise((r) => setTimeout(r, 10));
       }
-      await new Promise((r) => setTimeout(r, 10));
+      expect(node).toBeGreaterThan(0);
+      const pids = tree(node);
+      signal(node, 'SIGTERM');
+      const outcome = await s.then(
+        () => 'ready first',
+        (err: Error) => err.message,
+      );
+      if (outcome !== 'ready first') {
+        expect(outcome).toMatch(/exited \(0\) before it was ready|stopped by SIGTERM while starting/);
+        landedWhileStarting = attempt;
+      }
+      await expectStoppedCleanly(pids);
+      current = undefined;
     }
-    expect(node).toBeGreaterThan(0);
-    const pids = tree(node);
-    signal(node, 'SIGTERM');
-    await expect(s).rejects.toThrow(/exited \(0\) before it was ready|stopped by SIGTERM while starting/);
-    await expectStoppedCleanly(pids);
+    expect(landedWhileStarting).toBeGreaterThan(0);
   });
 
   it('SIGKILL leaves Postgres running; the next start stops that orphan and starts cleanly', async () => {
