@@ -193,6 +193,26 @@ describe('rotation: reload gated by LiteLLM readiness', () => {
       await new Promise<void>((r) => broke.close(() => r()));
     }
   });
+  it('stops, leaving the old key as it was, when the new key is not served where the old one is', async () => {
+    fake.acceptKeys('rot', [NEW, 'sk-rot-newer-value-000004']);
+    live.ready = false;
+    const res = await as(operator).post('/api/v1/admin/providers/rotp/rotate').send({ api_key: 'sk-rot-newer-value-000004', name: 'rot-newer', grace: '1s' }).expect(202);
+    expect(res.body.replaces).toBe('rot-new');
+    const id = res.body.rotation_id as number;
+    await rotationUntil(t, 'rotp', id, (r) => r.steps.some((s) => s.step === 'rendered'));
+    // Taken out of service before LiteLLM served it.
+    await as(operator).post('/api/v1/admin/platform-keys/rot-newer/disable').send({ reason: 'wrong project' }).expect(200);
+    live.ready = true;
+    const failed = await rotationUntil(t, 'rotp', id, (r) => r.status !== 'waiting_for_reload');
+    expect(failed.status).toBe('failed');
+    expect(failed.steps.map((s) => s.step)).toEqual(['validated', 'added', 'rendered', 'served', 'failed']);
+    expect(failed.error).toBe('the new key rot-newer is not rendered for rotp/rot-mini (key_disabled)');
+    const kept = (await t.api().get('/api/v1/admin/platform-keys/rot-new').expect(200)).body;
+    expect(kept).toMatchObject({ state: 'active', state_reason: null });
+    expect(kept).not.toHaveProperty('replaced_by');
+    await until('only the old key is rendered', () => keysOf(out.config(), 'rot-mini').join() === 'os.environ/ROT_NEW_API_KEY' && !out.env().includes('ROT_NEWER_API_KEY'));
+    expect(t.logs()).toMatch(/"level":"error".*rotation \d+ of provider rotp stopped/);
+  });
 });
 
 describe('rotation: Idempotency-Key and trust', () => {
@@ -259,8 +279,8 @@ describe('rotation: Idempotency-Key and trust', () => {
     expect(fake.requestsFor('trust').length).toBe(probes);
 
     // An existing key cannot be the "new" key: not another provider's, not this one's.
-    const existing = await op('/api/v1/admin/providers/idem/rotate').send({ api_key: 'sk-idem-other-value-00003', name: 'trust-old', replaces: 'idem-old' }).expect(409);
-    expect(existing.body.detail).toMatch(/already exists|already being replaced/);
+    const existing = await op('/api/v1/admin/providers/trust/rotate').send({ api_key: 'sk-trust-new-value-000002', name: 'trust-old' }).expect(409);
+    expect(existing.body.detail).toMatch(/platform key trust-old already exists/);
     const named = await op('/api/v1/admin/providers/trust/rotate').send({ api_key: 'sk-trust-new-value-000002', name: 'idem-old' }).expect(409);
     expect(named.body.detail).toMatch(/already exists/);
     const notInPool = await op('/api/v1/admin/providers/trust/rotate').send({ api_key: 'sk-trust-new-value-000002', replaces: 'idem-old' }).expect(400);
@@ -272,6 +292,34 @@ describe('rotation: Idempotency-Key and trust', () => {
     expect(admin.body.steps[1]).toMatchObject({ step: 'added', approved_destinations: [`trust-new -> ${fake.url}`] });
     expect((await t.api().get('/api/v1/admin/platform-keys/trust-new/allowed-hosts').expect(200)).body.allowed_hosts).toEqual([fake.url]);
     expect((await t.api().get('/api/v1/admin/platform-keys/trust-old/allowed-hosts').expect(200)).body.allowed_hosts).toEqual([]);
+  });
+  it('a key held by several pools is replaced in each; a disabled one goes at once, never back in service', async () => {
+    const out = files(t.settings.outputDir);
+    await t.api().put('/api/v1/admin/platform-keys/shared-old').send({ api_key: 'sk-shared-old-value-00001', env_var: 'SHARED_OLD_API_KEY' }).expect(200);
+    for (const slug of ['multi-a', 'multi-b']) {
+      await t.api().put(`/api/v1/admin/providers/${slug}`).send({ kind: 'openai', api_base: fake.base(slug), key_name: 'shared-old' }).expect(201);
+      await t.api().post('/api/v1/admin/models').send({ model_name: `${slug}-mini`, provider: slug, model: 'gpt-4o-mini' }).expect(201);
+    }
+    // Revoked at 3 a.m.: both providers are out of keys.
+    await t.api().post('/api/v1/admin/platform-keys/shared-old/disable').send({ reason: 'revoked by the provider' }).expect(200);
+    const res = await op('/api/v1/admin/providers/multi-a/rotate').send({ api_key: 'sk-shared-new-value-00002', name: 'shared-new', grace: '1h' }).expect(202);
+    expect(res.body).toMatchObject({ replaces: 'shared-old', pools: ['multi-a', 'multi-b'] });
+    expect(res.body.steps[0].providers).toEqual(['multi-a', 'multi-b']);
+    const done = await rotationUntil(t, 'multi-a', res.body.rotation_id, (r) => r.status !== 'waiting_for_reload');
+    expect(done.status).toBe('done');
+    expect(done.steps.map((s) => s.step)).toEqual(['validated', 'added', 'rendered', 'served', 'removed']);
+    expect(done.steps[4]).toMatchObject({ pools: ['multi-a', 'multi-b'], note: 'shared-old was out of service already' });
+    const changes = (await t.api().get('/api/v1/admin/audit?action=platform_key.state&limit=50').expect(200)).body.items
+      .filter((a: { target: string }) => a.target === 'platform_key/shared-old')
+      .map((a: { details: { to: string; reason: string } }) => `${a.details.to}/${a.details.reason}`)
+      .reverse();
+    expect(changes).toEqual(['disabled/manual', 'disabled/replaced']);
+    for (const slug of ['multi-a', 'multi-b']) {
+      const p = (await t.api().get(`/api/v1/admin/providers/${slug}`).expect(200)).body;
+      expect(p).toMatchObject({ key_name: 'shared-new', keys_in_service: 1 });
+      expect(p.keys.map((k: { name: string }) => k.name)).toEqual(['shared-new']);
+    }
+    await until('both models are served by the new key', () => ['multi-a-mini', 'multi-b-mini'].every((m) => keysOf(out.config(), m).join() === 'os.environ/SHARED_NEW_API_KEY'));
   });
 });
 

@@ -148,6 +148,11 @@ export class RotationWorker {
    */
   private async whenServed(c: PoolClient, r: RotationRow, transitions: Array<Transition | undefined>, took: (row: RotationRow, step: RotationStep) => void): Promise<void> {
     let row = r;
+    if (!(await this.store.keyExists(c, row.new_key))) {
+      const error = `the new key ${row.new_key} was deleted before LiteLLM served it`;
+      await this.record(c, row, { step: 'failed', at: new Date().toISOString(), error }, { status: 'failed', error }, took);
+      return;
+    }
     // A revision whose swap failed is dropped again: look for the next one.
     if (row.rendered_revision !== null && !(await this.store.revisionExists(c, row.rendered_revision))) {
       row = await this.store.update(c, row.id, { renderedRevision: null, waitGeneration: null });
