@@ -16,7 +16,7 @@ const grace = z.string({ error: 'must be a duration such as 10m' }).transform((r
   return z.NEVER;
 });
 
-export const rotateBody = z.strictObject({
+const rotateBody = z.strictObject({
   api_key: apiKey(),
   replaces: name().optional(),
   grace: grace.optional(),

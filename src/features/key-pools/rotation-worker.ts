@@ -28,6 +28,9 @@ export interface RotationWorkerDeps {
   pollMs?: number;
 }
 
+/** The pause before a step that failed is tried again. */
+const RETRY_MS = 1_000;
+
 /** Who the audit log names for the steps keyplane takes on its own. */
 const ACTOR = { actor: 'keyplane' };
 
@@ -86,12 +89,14 @@ export class RotationWorker {
       let wait = this.pollMs;
       try {
         if (this.deps.isLeader()) {
+          let failed = false;
           for (const id of await this.store.openIds()) {
             if (this.stopped) return;
-            await this.advance(id);
+            if (!(await this.advance(id))) failed = true;
           }
           const deadline = await this.store.msToNextDeadline();
-          if (deadline !== undefined) wait = Math.min(wait, deadline + 5);
+          // A step that failed is tried again, but not in a tight loop at a deadline already passed.
+          if (deadline !== undefined) wait = Math.min(wait, Math.max(deadline + 5, failed ? RETRY_MS : 0));
         }
       } catch (err) {
         this.deps.log.warn('rotation: could not look at the open rotations; trying again', { err });
@@ -103,8 +108,8 @@ export class RotationWorker {
     } while (this.again && !this.stopped);
   }
 
-  /** One step of one rotation, in one transaction; its key state change is announced after the commit. */
-  private async advance(id: number): Promise<void> {
+  /** One step of one rotation, in one transaction; its key state change is announced after the commit. False when it failed. */
+  private async advance(id: number): Promise<boolean> {
     let transitions: Array<Transition | undefined> = [];
     let steps: Array<{ row: RotationRow; step: StepName }> = [];
     try {
@@ -119,7 +124,7 @@ export class RotationWorker {
       });
     } catch (err) {
       this.deps.log.warn('rotation: a step failed; it is tried again', { rotation_id: id, err });
-      return;
+      return false;
     }
     for (const t of transitions) await this.deps.keyStates.announce(t);
     for (const { row, step } of steps) {
@@ -128,6 +133,7 @@ export class RotationWorker {
       else this.deps.log.info(`rotation ${row.id}: ${step}`, fields);
       this.deps.events.emit('rotation:step', { rotation_id: row.id, provider: row.provider, step, status: row.status });
     }
+    return true;
   }
 
   private async record(c: PoolClient, r: RotationRow, step: RotationStep, u: Parameters<RotationStore['update']>[2], took: (row: RotationRow, step: RotationStep) => void): Promise<RotationRow> {
