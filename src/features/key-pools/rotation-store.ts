@@ -169,9 +169,9 @@ export class RotationStore {
     return ms === null || ms === undefined ? undefined : Math.max(0, ms);
   }
 
-  /** The database's clock plus `ms`. */
-  async nowPlus(c: PoolClient, ms: number): Promise<Date> {
-    return (await c.query<{ t: Date }>(`SELECT now() + $1::float8 * interval '1 millisecond' AS t`, [ms])).rows[0]!.t;
+  /** The database's clock now (not the transaction's start: a step may take a while), and `ms` later. */
+  async nowPlus(c: PoolClient, ms: number): Promise<{ now: Date; later: Date }> {
+    return (await c.query<{ now: Date; later: Date }>(`SELECT t AS now, t + $1::float8 * interval '1 millisecond' AS later FROM clock_timestamp() AS t`, [ms])).rows[0]!;
   }
 
   async deadlinePassed(c: PoolClient, at: Date): Promise<boolean> {

@@ -182,9 +182,9 @@ export class RotationWorker {
       await this.remove(c, row, transitions, took, old ? 'was out of service already' : 'was deleted meanwhile');
       return;
     }
-    const until = await this.store.nowPlus(c, row.grace_ms);
+    const { now, later: until } = await this.store.nowPlus(c, row.grace_ms);
     transitions.push(await this.deps.keyStates.transition(c, row.replaces, { state: 'retiring', reason: 'rotated', until, replacedBy: row.new_key }, ACTOR));
-    await this.record(c, row, { step: 'retiring', at: new Date().toISOString(), key: row.replaces, until: until.toISOString() }, { status: 'retiring', retireAt: until }, took);
+    await this.record(c, row, { step: 'retiring', at: now.toISOString(), key: row.replaces, until: until.toISOString() }, { status: 'retiring', retireAt: until }, took);
   }
 
   private async whenDue(c: PoolClient, r: RotationRow, transitions: Array<Transition | undefined>, took: (row: RotationRow, step: RotationStep) => void): Promise<void> {
