@@ -137,6 +137,18 @@ describe('rotation: reload gated by LiteLLM readiness', () => {
     expect(steps.seen.filter((e) => e.rotation_id === id).map((e) => e.step)).toEqual(['rendered', 'served', 'retiring', 'removed']);
     steps.stop();
 
+    // Each state change of the old key was alerted, naming its pool.
+    const alerts = t
+      .logs()
+      .split('\n')
+      .filter((l) => l.includes('"alert"'))
+      .map((l) => (JSON.parse(l) as { event?: Record<string, unknown> }).event)
+      .filter((e) => e?.type === 'key.state_changed' && e.key_name === 'rot-old');
+    expect(alerts.map((e) => [e!.to, e!.reason, e!.providers])).toEqual([
+      ['retiring', 'rotated', ['rotp']],
+      ['disabled', 'replaced', ['rotp']],
+    ]);
+
     // Every step is in the audit log, with no secret.
     const audit = (await t.api().get('/api/v1/admin/audit?action=provider.rotation&limit=20').expect(200)).body.items as Array<{ actor: string; details: Record<string, unknown> }>;
     const mine = audit.filter((a) => a.details.rotation_id === id).reverse();

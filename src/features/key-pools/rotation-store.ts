@@ -241,6 +241,15 @@ export class RotationStore {
     return (await c.query<{ name: string }>('SELECT name FROM platform_keys WHERE env_var = $1', [envVar])).rows[0]?.name;
   }
 
+  /**
+   * Locks the providers whose pools hold `name` (in slug order), then the key: the order a key state
+   * transition takes them in, so a rotation's step and a probe's transition cannot deadlock.
+   */
+  async lockKeyAndPools(c: PoolClient, name: string): Promise<{ state: KeyState } | undefined> {
+    await c.query('SELECT 1 FROM providers WHERE slug IN (SELECT provider FROM provider_keys WHERE key_name = $1) ORDER BY slug FOR UPDATE', [name]);
+    return this.lockKey(c, name);
+  }
+
   /** Locks the replaced key's row: rotations of one key take turns. */
   async lockKey(c: PoolClient, name: string): Promise<{ state: KeyState } | undefined> {
     return (await c.query<{ state: KeyState }>('SELECT state FROM platform_keys WHERE name = $1 FOR UPDATE', [name])).rows[0];

@@ -176,7 +176,7 @@ export class RotationWorker {
       await this.record(c, row, { step: 'failed', at: new Date().toISOString(), error: gap }, { status: 'failed', error: gap }, took);
       return;
     }
-    const old = await this.store.lockKey(c, row.replaces);
+    const old = await this.store.lockKeyAndPools(c, row.replaces);
     // A key already out of service is not put back in for the grace period: it goes at once.
     if (!old || old.state === 'disabled') {
       await this.remove(c, row, transitions, took, old ? 'was out of service already' : 'was deleted meanwhile');
@@ -194,12 +194,13 @@ export class RotationWorker {
 
   /** The old key leaves every pool of the rotation (none is left empty) and is disabled as `replaced`. */
   private async remove(c: PoolClient, r: RotationRow, transitions: Array<Transition | undefined>, took: (row: RotationRow, step: RotationStep) => void, note?: string): Promise<void> {
-    const left = await this.store.removeFromPools(c, r.pools, r.replaces);
-    if (await this.store.lockKey(c, r.replaces)) {
+    // Disabled while still in the pools, so that its alert names them.
+    if (await this.store.lockKeyAndPools(c, r.replaces)) {
       transitions.push(
         await this.deps.keyStates.transition(c, r.replaces, { state: 'disabled', reason: 'replaced', note: `replaced by ${r.new_key} (rotation ${r.id})`, replacedBy: r.new_key }, ACTOR),
       );
     }
+    const left = await this.store.removeFromPools(c, r.pools, r.replaces);
     await this.record(c, r, { step: 'removed', at: new Date().toISOString(), key: r.replaces, pools: left, ...(note ? { note: `${r.replaces} ${note}` } : {}) }, { status: 'done' }, took);
   }
 
