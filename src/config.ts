@@ -54,6 +54,10 @@ export interface Settings {
   healthFailThreshold: number;
   healthRecoverThreshold: number;
   healthRetentionMs: number;
+  /** Keys a probe disabled are probed again after `minMs`, doubling up to `maxMs` (at most 5 minutes). */
+  keyRecheck: { minMs: number; maxMs: number };
+  /** A key whose remaining credit falls under this fraction of its limit is alerted on (once per crossing); 0: off. */
+  creditAlert: number;
   alertWebhook?: string;
   logLevel: string;
   instanceId: string;
@@ -149,6 +153,33 @@ export function parseSyncWait(raw: string, env = 'KEYPLANE_SYNC_WAIT'): { minMs:
   const maxMs = parts[1] === undefined ? Math.min(minMs * 4, SYNC_WAIT_MAX_MS) : part(parts[1], 'max');
   if (maxMs < minMs) throw new ConfigError(env, `max ${formatDuration(maxMs)} is below min ${formatDuration(minMs)}`);
   return { minMs, maxMs };
+}
+
+const KEY_RECHECK_MAX_MS = 5 * 60_000;
+
+/** `min[:max]` durations of 100ms..5m; max defaults to 5m (the issue's "at most every 5 minutes"). */
+export function parseKeyRecheck(raw: string, env = 'KEYPLANE_KEY_RECHECK'): { minMs: number; maxMs: number } {
+  const parts = raw.split(':');
+  if (parts.length > 2) throw new ConfigError(env, `"${raw}" is not min[:max] with durations such as 30s:5m`);
+  const part = (text: string, which: string): number => {
+    const r = parseDuration(text);
+    if ('problem' in r) throw new ConfigError(env, `${which} ${r.problem} (the form is min[:max], such as 30s:5m)`);
+    if (r.ms < 100) throw new ConfigError(env, `${which} "${text.trim()}" is too short: at least 100ms`);
+    if (r.ms > KEY_RECHECK_MAX_MS) throw new ConfigError(env, `${which} "${text.trim()}" is too long: at most ${formatDuration(KEY_RECHECK_MAX_MS)}`);
+    return r.ms;
+  };
+  const minMs = part(parts[0]!, 'min');
+  const maxMs = parts[1] === undefined ? KEY_RECHECK_MAX_MS : part(parts[1], 'max');
+  if (maxMs < minMs) throw new ConfigError(env, `max ${formatDuration(maxMs)} is below min ${formatDuration(minMs)}`);
+  return { minMs, maxMs };
+}
+
+/** A fraction from 0 to below 1 (`0.1`), or a percentage (`10%`). */
+function fraction(raw: string, env: string): number {
+  const m = /^(\d+(?:\.\d+)?|\.\d+)(%?)$/.exec(raw);
+  const n = m ? Number(m[1]) / (m[2] ? 100 : 1) : NaN;
+  if (!(n >= 0 && n < 1)) throw new ConfigError(env, `"${raw}" is not a fraction from 0 to below 1 (0.1) or a percentage (10%)`);
+  return n;
 }
 
 function cronExpr(raw: string, env: string): string {
@@ -262,6 +293,8 @@ const DEFS = [
   d('healthFailThreshold', 'KEYPLANE_HEALTH_FAIL_THRESHOLD', int(1, 100)),
   d('healthRecoverThreshold', 'KEYPLANE_HEALTH_RECOVER_THRESHOLD', int(1, 100)),
   d('healthRetentionMs', 'KEYPLANE_HEALTH_RETENTION', duration(HOUR, 3650 * DAY)),
+  d('keyRecheck', 'KEYPLANE_KEY_RECHECK', parseKeyRecheck),
+  d('creditAlert', 'KEYPLANE_CREDIT_ALERT', fraction),
   // Webhook URLs (Slack-style) carry their token in the path: like every URL here, a bad one is never echoed.
   d('alertWebhook', 'KEYPLANE_ALERT_WEBHOOK', url),
   d('logLevel', 'KEYPLANE_LOG_LEVEL', oneOf('error', 'warn', 'info', 'debug')),
@@ -297,6 +330,8 @@ function defaults(): Settings {
     healthFailThreshold: 2,
     healthRecoverThreshold: 2,
     healthRetentionMs: 7 * 86_400_000,
+    keyRecheck: { minMs: 30_000, maxMs: KEY_RECHECK_MAX_MS },
+    creditAlert: 0.1,
     logLevel: 'info',
     instanceId: `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     authMaxFailures: 10,

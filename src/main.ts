@@ -50,11 +50,15 @@ import { registerSyncRoutes } from './features/sync/sync-routes';
 import { HealthStore } from './health/health-store';
 import { createKeyValidator } from './health/key-validator';
 import { Prober, type HealthEvents } from './health/prober';
-import { probeProvider } from './health/probes';
+import { KeyHealthStore } from './health/key-health-store';
+import { registerKeyPoolMetrics } from './health/key-metrics';
+import { KeyProber, type KeyProbeEvents } from './health/key-prober';
+import { keyFinding } from './health/key-findings';
+import { sendProbe } from './health/probes';
 import { displayUrl } from './url';
 import { registerHealthRoutes } from './features/health/health-routes';
 
-export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents & RotationEvents;
+export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents & KeyProbeEvents & RotationEvents;
 
 export const VERSION: string = (require('../package.json') as { version: string }).version;
 
@@ -89,6 +93,8 @@ export interface Keyplane {
   sync?: SyncRuntime;
   reloads?: ReloadQueue;
   prober?: Prober;
+  /** Probes every pool key each round and rechecks the keys it disabled (only with the runtime). */
+  keyProber?: KeyProber;
   /** Carries rotations on (acts only while this instance leads). */
   rotationWorker?: RotationWorker;
   health: HealthStore;
@@ -163,6 +169,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     const models = new ModelsService(pool, destinations, fingerprints);
     const loadState = () => loadDesiredState(pool, platformKeys);
     registerKeyGauge(metrics, pool);
+    registerKeyPoolMetrics(metrics.registry, new KeyHealthStore(pool));
 
     const webhook = settings.alertWebhook
       ? new WebhookAlerter({ url: settings.alertWebhook, instance: settings.instanceId, log: log.child({ component: 'alerts' }), secrets })
@@ -174,12 +181,14 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     let reloads: ReloadQueue | undefined;
     let sync: SyncRuntime | undefined;
     let prober: Prober | undefined;
+    let keyProber: KeyProber | undefined;
     let rotationWorker: RotationWorker | undefined;
     const rotations = new RotationService({
       pool,
       platformKeys,
       destinations,
-      probe: (target) => probeProvider(target, { timeoutMs: settings.healthTimeoutMs }),
+      // Judged as the key prober judges a key: refused, out of credit, or fine.
+      probe: async (target) => keyFinding(await sendProbe(target, { timeoutMs: settings.healthTimeoutMs }), target.apiKey, new Date()),
       secrets,
       log: log.child({ component: 'rotation' }),
       nudge: () => rotationWorker?.nudge(),
@@ -202,7 +211,22 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
         digest: (text) => fingerprints.of(text),
       });
       const leader = sync.leader;
-      prober = new Prober({ store: health, keys: platformKeys, log, settings, registry: metrics.registry, emitter: events, alerter, shouldRun: () => leader.isLeader });
+      keyProber = new KeyProber({
+        pool,
+        store: new KeyHealthStore(pool),
+        states: keyStates,
+        keys: platformKeys,
+        log,
+        // A key comes back after as many good probes as a provider needs to be healthy again.
+        policy: { recoverPasses: settings.healthRecoverThreshold, recheck: settings.keyRecheck, creditAlert: settings.creditAlert },
+        timeoutMs: settings.healthTimeoutMs,
+        concurrency: settings.healthConcurrency,
+        registry: metrics.registry,
+        alerter,
+        emitter: events,
+        shouldRun: () => leader.isLeader,
+      });
+      prober = new Prober({ store: health, keys: platformKeys, log, settings, registry: metrics.registry, emitter: events, alerter, shouldRun: () => leader.isLeader, keyProber });
       rotationWorker = new RotationWorker({ pool, keyStates, loadState, events, isLeader: () => leader.isLeader, log: log.child({ component: 'rotation' }) });
     }
 
@@ -237,7 +261,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     if (runtime && !settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
 
     const kp: Keyplane = {
-      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, rotations, providers, models, tokens, audit, routes, events, sync, reloads, prober, rotationWorker, health,
+      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, rotations, providers, models, tokens, audit, routes, events, sync, reloads, prober, keyProber, rotationWorker, health,
       renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings, digest: (text) => fingerprints.of(text) }, o),
       stop: async () => {
         const started = Date.now();
@@ -274,12 +298,25 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       kp.url = `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
       log.info('admin API listening', { url: kp.url, version: VERSION });
     }
-    if (sync && prober) {
+    if (sync && prober && keyProber) {
       // Sync starts after the API listens (a first render can take a moment) and stops before it.
       const s = sync;
       const p = prober;
+      const k = keyProber;
       stoppers.push({ name: 'sync', stop: () => s.stop() });
       await s.start();
+      // Keys a probe disabled come back on their own even with scheduled rounds off (a manual round may have disabled them).
+      k.start();
+      const offNudge = events.on('watcher:notification', (n) => {
+        if (n.table === 'platform_key_versions') k.nudge();
+      });
+      stoppers.push({
+        name: 'key-prober',
+        stop: () => {
+          offNudge();
+          return k.stop();
+        },
+      });
       if (settings.healthSchedule !== 'off') p.start();
       stoppers.push({ name: 'prober', stop: () => p.stop() });
       // After the sync: it acts on what the renders and reloads record, and stops before them.

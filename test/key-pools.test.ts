@@ -103,6 +103,19 @@ describe('key pools', () => {
     await as(operator).post('/api/v1/admin/platform-keys/pool-b/enable').send({}).expect(200);
   });
 
+  it('two keys of one pool disabled at the same moment: the provider is reported out of keys once', async () => {
+    await t.api().put('/api/v1/admin/platform-keys/race-a').send({ api_key: 'sk-race-a-value-000000005' }).expect(200);
+    await t.api().put('/api/v1/admin/platform-keys/race-b').send({ api_key: 'sk-race-b-value-000000006' }).expect(200);
+    await t.api().put('/api/v1/admin/providers/racing').send({ kind: 'openai', api_base: 'https://api.racing.example/v1', keys: [{ name: 'race-a' }, { name: 'race-b' }] }).expect(201);
+    await t.api().post('/api/v1/admin/models').send({ model_name: 'racing-mini', provider: 'racing', model: 'gpt-4o-mini' }).expect(201);
+    for (let round = 0; round < 5; round++) {
+      const before = alerts('provider.no_keys').filter((a) => a.provider === 'racing').length;
+      await Promise.all(['race-a', 'race-b'].map((k) => as(operator).post(`/api/v1/admin/platform-keys/${k}/disable`).send({}).expect(200)));
+      expect(alerts('provider.no_keys').filter((a) => a.provider === 'racing').length).toBe(before + 1);
+      await Promise.all(['race-a', 'race-b'].map((k) => as(operator).post(`/api/v1/admin/platform-keys/${k}/enable`).send({}).expect(200)));
+    }
+  });
+
   it('refuses what cannot work, naming the field and the rule', async () => {
     const dup = await t.api().put('/api/v1/admin/providers/pooled').send({ kind: 'openai', keys: [{ name: 'pool-a' }, { name: 'pool-a' }] }).expect(400);
     expect(dup.body.errors).toEqual([{ field: 'keys[1].name', rule: 'pool-a is already in the pool' }]);

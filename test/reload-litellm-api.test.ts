@@ -5,13 +5,14 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from '../src/log';
 import { LitellmApiError, LitellmClient } from '../src/litellm/client';
+import { litellmModelId } from '../src/reload/litellm-plan';
 import type { DesiredState } from '../src/sync/desired-state';
 import { FakeLitellm } from './helpers/fake-litellm';
 import { approvalsFor } from './helpers/state';
 import { startTestApp, type TestApp } from './helpers/app';
 import { createTestDatabase, type TestDatabase } from './helpers/db';
 import {
-  baseState, capturingLogger, key, ledger, M_CLAUDE, M_FIREWORKS, M_GROQ, M_OPENAI, MASTER, model, reloaderFor, request, resetLitellmState, setKey,
+  baseState, capturingLogger, key, ledger, D_CLAUDE, D_FIREWORKS, D_GROQ, D_OPENAI, M_GROQ, M_OPENAI, MASTER, model, reloaderFor, request, resetLitellmState, setKey,
 } from './helpers/litellm-api';
 
 /** Every secret the state holds, to check that none reaches a log line, an error or a request it should not. */
@@ -70,18 +71,18 @@ describe('litellm-api reloader', () => {
     // The master key, a disabled provider's key and a provider without a key make no credential.
     expect([...fake.credentials.keys()].sort()).toEqual(['keyplane-anthropic', 'keyplane-openai']);
 
-    const gpt = fake.models.get(M_OPENAI)!;
+    const gpt = fake.models.get(D_OPENAI)!;
     expect(gpt.model_name).toBe('gpt-4o-mini');
     expect(gpt.litellm_params).toEqual({ model: 'openai/gpt-4o-mini', api_base: 'https://api.openai.com/v1', rpm: 100, litellm_credential_name: 'keyplane-openai' });
-    expect(gpt.model_info).toMatchObject({ id: M_OPENAI, keyplane_id: M_OPENAI, team: 'core' });
+    expect(gpt.model_info).toMatchObject({ id: D_OPENAI, keyplane_id: M_OPENAI, keyplane_key: 'openai', team: 'core' });
     // Like the renderer: no model for a provider without a key, or one that is turned off.
-    expect(fake.models.has(M_GROQ)).toBe(false);
-    expect(fake.models.has(M_FIREWORKS)).toBe(false);
-    expect(fake.models.get(M_CLAUDE)!.litellm_params).toEqual({ model: 'anthropic/claude-3-5-sonnet-20241022', litellm_credential_name: 'keyplane-anthropic' });
+    expect(fake.models.has(D_GROQ)).toBe(false);
+    expect(fake.models.has(D_FIREWORKS)).toBe(false);
+    expect(fake.models.get(D_CLAUDE)!.litellm_params).toEqual({ model: 'anthropic/claude-3-5-sonnet-20241022', litellm_credential_name: 'keyplane-anthropic' });
     expect(logs()).toMatch(/litellm-api reload done/);
     expect(logs()).toMatch(/"created":4/);
     // Everything keyplane created is in its ledger (a model by LiteLLM's id, which is keyplane's).
-    expect(await ledger(db)).toEqual(['credential:keyplane-anthropic', 'credential:keyplane-openai', `model:${[M_CLAUDE, M_OPENAI].sort()[0]}`, `model:${[M_CLAUDE, M_OPENAI].sort()[1]}`]);
+    expect(await ledger(db)).toEqual(['credential:keyplane-anthropic', 'credential:keyplane-openai', `model:${[D_CLAUDE, D_OPENAI].sort()[0]}`, `model:${[D_CLAUDE, D_OPENAI].sort()[1]}`]);
   });
 
   it('a second run with the same state sends no write', async () => {
@@ -128,19 +129,19 @@ describe('litellm-api reloader', () => {
     expect(fake.maskedEchoes).toBe(0);
     for (const w of fake.writes()) expect(JSON.stringify(w.body)).not.toMatch(/\*\*\*\*/);
 
-    const patchGpt = fake.writes().find((w) => w.path === `/model/${M_OPENAI}/update`)!;
+    const patchGpt = fake.writes().find((w) => w.path === `/model/${D_OPENAI}/update`)!;
     expect(patchGpt.method).toBe('PATCH');
     expect((patchGpt.body as { litellm_params: unknown }).litellm_params).toEqual({ rpm: 250 });
     expect(patchGpt.body).not.toHaveProperty('model_name');
-    expect(fake.models.get(M_OPENAI)!.litellm_params).toMatchObject({ rpm: 250, litellm_credential_name: 'keyplane-openai' });
+    expect(fake.models.get(D_OPENAI)!.litellm_params).toMatchObject({ rpm: 250, litellm_credential_name: 'keyplane-openai' });
 
-    const patchClaude = fake.writes().find((w) => w.path === `/model/${M_CLAUDE}/update`)!;
+    const patchClaude = fake.writes().find((w) => w.path === `/model/${D_CLAUDE}/update`)!;
     expect(patchClaude.body).toMatchObject({ model_name: 'claude-sonnet' });
     expect((patchClaude.body as { litellm_params: unknown }).litellm_params).toEqual({ api_base: 'https://anthropic.example/v1' });
 
     const patchCred = fake.writes().find((w) => w.path === '/credentials/keyplane-anthropic')!;
     expect((patchCred.body as { credential_values: unknown }).credential_values).toEqual({ api_key: state.keys[1]!.value });
-    expect(fake.models.get(M_CLAUDE)!.model_name).toBe('claude-sonnet');
+    expect(fake.models.get(D_CLAUDE)!.model_name).toBe('claude-sonnet');
 
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
@@ -151,13 +152,13 @@ describe('litellm-api reloader', () => {
     state.keys.push(key('groq', 'GROQ_API_KEY', `gsk_${randomBytes(16).toString('hex')}`));
     state.models.push(model(randomUUID(), 'llama-3-fast', 'groq', 'llama3-8b-8192'));
     await run();
-    expect(fake.models.has(M_GROQ)).toBe(true);
+    expect(fake.models.has(D_GROQ)).toBe(true);
     state.models = state.models.filter((m) => m.id !== M_GROQ);
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
     // Another model still uses the groq key: its credential stays.
-    expect(fake.writes().map((w) => [w.method, w.path, w.body])).toEqual([['POST', '/model/delete', { id: M_GROQ }]]);
-    expect(fake.models.has(M_GROQ)).toBe(false);
+    expect(fake.writes().map((w) => [w.method, w.path, w.body])).toEqual([['POST', '/model/delete', { id: D_GROQ }]]);
+    expect(fake.models.has(D_GROQ)).toBe(false);
     expect(fake.credentials.has('keyplane-groq')).toBe(true);
 
     state.models = state.models.filter((m) => m.provider !== 'groq');
@@ -170,7 +171,7 @@ describe('litellm-api reloader', () => {
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
     expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/delete', 'DELETE /credentials/keyplane-anthropic']);
-    expect(fake.models.has(M_CLAUDE)).toBe(false);
+    expect(fake.models.has(D_CLAUDE)).toBe(false);
     expect(fake.credentials.has('keyplane-anthropic')).toBe(false);
   });
 
@@ -182,7 +183,7 @@ describe('litellm-api reloader', () => {
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
     expect(fake.writes().map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/delete', 'DELETE /credentials/keyplane-anthropic']);
-    expect(fake.models.has(M_CLAUDE)).toBe(false);
+    expect(fake.models.has(D_CLAUDE)).toBe(false);
     expect(JSON.stringify(fake.requests)).not.toContain('collector.example');
     expect(JSON.stringify(fake.requests)).not.toContain(state.keys[1]!.value);
   });
@@ -193,7 +194,7 @@ describe('litellm-api reloader', () => {
     state.approvals.push({ keyName: 'vertex', destination: 'https://api.openai.com' });
     state.models[0]!.litellmParams = { temperature: 0.2, api_version: '2024-06-01', aws_secret_access_key: 'literal-secret-value-123', vertex_credentials: 'os.environ/VERTEX_CREDS' };
     await run();
-    expect(fake.models.get(M_OPENAI)!.litellm_params).toEqual({
+    expect(fake.models.get(D_OPENAI)!.litellm_params).toEqual({
       model: 'openai/gpt-4o-mini',
       api_base: 'https://api.openai.com/v1',
       rpm: 100,
@@ -221,7 +222,7 @@ describe('litellm-api reloader', () => {
       'POST /model/new',
     ]);
     expect(fake.credentials.get('keyplane-openai')!.credential_values).toEqual({ api_key: state.keys[0]!.value });
-    expect(fake.models.get(M_OPENAI)!.litellm_params).toEqual({ model: 'openai/gpt-4o-mini', rpm: 100, litellm_credential_name: 'keyplane-openai' });
+    expect(fake.models.get(D_OPENAI)!.litellm_params).toEqual({ model: 'openai/gpt-4o-mini', rpm: 100, litellm_credential_name: 'keyplane-openai' });
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
     expect(fake.writes()).toEqual([]);
@@ -261,7 +262,7 @@ describe('litellm-api reloader', () => {
     expect(first.error).toMatch(/^2 notes: model dup-a \(old-name\) carries keyplane_id \S+ but keyplane did not create it: left alone; model dup-b/);
     expect(first.targets[0]!.error).toBe(first.error);
     expect(fake.writes().filter((w) => w.path.startsWith('/model/')).map((w) => `${w.method} ${w.path}`)).toEqual(['POST /model/new', 'POST /model/new']);
-    expect(fake.models.get(M_OPENAI)).toMatchObject({ model_name: 'gpt-4o-mini', litellm_params: { model: 'openai/gpt-4o-mini', litellm_credential_name: 'keyplane-openai' } });
+    expect(fake.models.get(D_OPENAI)).toMatchObject({ model_name: 'gpt-4o-mini', litellm_params: { model: 'openai/gpt-4o-mini', litellm_credential_name: 'keyplane-openai' } });
     expect(copies()).toBe(before);
 
     // Nothing changed: no write, whatever the copies say.
@@ -274,7 +275,7 @@ describe('litellm-api reloader', () => {
     fake.clearRequests();
     expect((await run()).status).toBe('ok');
     expect(fake.writes().map((w) => [w.method, w.path, w.body])).toEqual([
-      ['POST', '/model/delete', { id: M_OPENAI }],
+      ['POST', '/model/delete', { id: D_OPENAI }],
       ['DELETE', '/credentials/keyplane-openai', undefined],
     ]);
     expect(copies()).toBe(before);
@@ -289,8 +290,8 @@ describe('litellm-api reloader', () => {
     expect(result.error).toMatch(/keyplane-openai that keyplane did not create/);
     expect(result.targets[0]!.error).toBe(result.error);
     expect(fake.credentials.get('keyplane-openai')!.credential_values).toEqual({ api_key: 'sk-foreign-0123456789abcd' });
-    expect(fake.models.has(M_OPENAI)).toBe(false);
-    expect(fake.models.has(M_CLAUDE)).toBe(true);
+    expect(fake.models.has(D_OPENAI)).toBe(false);
+    expect(fake.models.has(D_CLAUDE)).toBe(true);
   });
 
   it('a LiteLLM without a database is a clear failure that suggests docker or command', async () => {
@@ -436,12 +437,12 @@ describe('KEYPLANE_RELOAD=litellm-api: the running keyplane keeps LiteLLM\'s dat
     expect(fake.credentials.has('keyplane-openrouter')).toBe(false);
 
     let id = '';
-    const modelAdded = reloaded(() => fake.models.has(id));
+    const modelAdded = reloaded(() => fake.models.has(litellmModelId(id, 'openrouter')));
     const created = await t.api().post('/api/v1/admin/models').send({ model_name: 'balanced', provider: 'openrouter', model: 'openai/gpt-4o-mini', rpm: 60 }).expect(201);
     id = created.body.id;
     await modelAdded;
     expect(fake.credentials.get('keyplane-openrouter')!.credential_values).toEqual({ api_key: KEY1 });
-    expect(fake.models.get(id)!.litellm_params).toMatchObject({ model: 'openrouter/openai/gpt-4o-mini', rpm: 60, litellm_credential_name: 'keyplane-openrouter' });
+    expect(fake.models.get(litellmModelId(id, 'openrouter'))!.litellm_params).toMatchObject({ model: 'openrouter/openai/gpt-4o-mini', rpm: 60, litellm_credential_name: 'keyplane-openrouter' });
     const config = readFileSync(path.join(t.settings.outputDir, 'config.yaml'), 'utf8');
     expect(config).not.toContain('gpt-4o-mini');
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ReloadResult } from '../src/reload/reloader';
+import { litellmModelId } from '../src/reload/litellm-plan';
 import { startTestApp, type TestApp } from './helpers/app';
 import { createTestDatabase, type TestDatabase } from './helpers/db';
 import { FakeLitellm } from './helpers/fake-litellm';
@@ -37,7 +38,7 @@ describe('KEYPLANE_RELOAD=litellm-api across a rotation of litellm_master_key', 
     await t.api().put('/api/v1/admin/platform-keys/litellm_master_key').send({ api_key: M1 }).expect(200);
     await t.api().put('/api/v1/admin/platform-keys/openrouter').send({ api_key: OR1 }).expect(200);
     let id = '';
-    const first = reloaded(() => fake.models.has(id));
+    const first = reloaded(() => fake.models.has(litellmModelId(id, 'openrouter')));
     id = (await t.api().post('/api/v1/admin/models').send({ model_name: 'balanced', provider: 'openrouter', model: 'openai/gpt-4o-mini' }).expect(201)).body.id;
     expect((await first).error).toBeUndefined();
     expect(await known()).toBe(1);

@@ -99,8 +99,12 @@ export class HealthStore {
 
   async providers(): Promise<ProviderHealthRow[]> {
     const { rows } = await this.pool.query<Omit<ProviderHealthRow, 'approved'>>(
-      `SELECT slug, kind, api_base, key_name, enabled, degraded_ms, health_status, health_reason, health_ok_streak, health_fail_streak, health_key_fingerprint
-       FROM providers ORDER BY slug`,
+      // A pool's provider is probed with its first key in service: a revoked first key must not make a
+      // provider whose other keys serve look down.
+      `SELECT p.slug, p.kind, p.api_base, enabled, degraded_ms, health_status, health_reason, health_ok_streak, health_fail_streak, health_key_fingerprint,
+              coalesce((SELECT pk.key_name FROM provider_keys pk JOIN platform_keys k ON k.name = pk.key_name
+                        WHERE pk.provider = p.slug AND k.state <> 'disabled' ORDER BY pk.position LIMIT 1), p.key_name) AS key_name
+       FROM providers p ORDER BY p.slug`,
     );
     return this.withApproval(rows);
   }

@@ -8,7 +8,9 @@ import type { Alerter, AlertEvent } from '../alerts/alerter';
 import type { SafeEmitter } from '../events';
 import type { Logger } from '../log';
 import { HealthStore, type LitellmHealthRow, type ProviderHealthRow, type ProviderHealthUpdate } from './health-store';
-import { createProbeAgents, HEALTH_STATUSES, probeLitellm, probeProvider, unprobed, type ProbeAgents, type HealthReason, type HealthStatus, type LitellmObservation, type Observation } from './probes';
+import type { KeyProber, KeyResult } from './key-prober';
+import { ProbeClient } from './probe-client';
+import { createProbeAgents, HEALTH_STATUSES, observe, probeLitellm, unprobed, type ProbeAgents, type HealthReason, type HealthStatus, type LitellmObservation, type Observation } from './probes';
 
 export type RoundTrigger = 'first' | 'schedule' | 'manual';
 
@@ -46,6 +48,8 @@ export interface RoundResult {
   finished_at: string;
   duration_ms: number;
   providers: ProviderResult[];
+  /** Every key of every pool (empty without a key prober). */
+  keys: KeyResult[];
   litellm: LitellmResult | null;
 }
 
@@ -81,6 +85,8 @@ export interface ProberDeps {
   firstRunDelayMaxMs?: number;
   /** False: do not probe LiteLLM itself. */
   probeLitellm?: boolean;
+  /** Probes every pool key in each round, sharing the round's requests (the provider's key is asked once). */
+  keyProber?: Pick<KeyProber, 'round'>;
   now?: () => Date;
   random?: () => number;
 }
@@ -281,8 +287,14 @@ export class Prober {
     const [providers, keyList] = await Promise.all([store.providers(), this.deps.keys.currentSecrets()]);
     const keys = new Map(keyList.map((k) => [k.name, k]));
     const litellmProbe = this.deps.probeLitellm === false ? undefined : probeLitellm(settings.litellmUrl, { timeoutMs: settings.healthTimeoutMs, signal, agents: this.agents, now: this.now });
-    const probed = await mapLimit(providers, settings.healthConcurrency, (row) => this.probe(row, keys, signal));
-    const litellmObs = await litellmProbe;
+    const probes = new ProbeClient({ concurrency: settings.healthConcurrency, timeoutMs: settings.healthTimeoutMs, signal, agents: this.agents, now: this.now });
+    // A failure of the key probes (the database, say) leaves the providers' health to be stored.
+    const keyRound = (this.deps.keyProber?.round(probes, keys) ?? Promise.resolve([])).catch((err: unknown): KeyResult[] => {
+      if (!signal.aborted) this.log.warn('key probes failed', { round, err });
+      return [];
+    });
+    const probed = await mapLimit(providers, settings.healthConcurrency, (row) => this.probe(row, keys, probes));
+    const [litellmObs, keyResults] = await Promise.all([litellmProbe, keyRound]);
     if (signal.aborted) throw new Error('the prober stopped during the round; its results were not stored');
 
     const thresholds = { fail: settings.healthFailThreshold, recover: settings.healthRecoverThreshold };
@@ -316,13 +328,14 @@ export class Prober {
       finished_at: finishedAt.toISOString(),
       duration_ms: Math.round(performance.now() - t0),
       providers: results,
+      keys: keyResults,
       litellm,
     };
     this.report(result, keyList);
     return result;
   }
 
-  private async probe(row: ProviderHealthRow, keys: Map<string, { version: number; value: string; fingerprint: string }>, signal: AbortSignal): Promise<Probed> {
+  private async probe(row: ProviderHealthRow, keys: Map<string, { version: number; value: string; fingerprint: string }>, probes: ProbeClient): Promise<Probed> {
     if (!row.enabled) return { row, obs: unprobed('disabled', 'the provider is disabled', this.now()), key: undefined, probed: false };
     // The key goes only where an admin approved it; the prober is no way around that.
     if (!row.approved) {
@@ -330,10 +343,8 @@ export class Prober {
     }
     const key = keys.get(row.key_name);
     if (!key) return { row, obs: unprobed('no_key', `no platform key named ${row.key_name}`, this.now()), key: undefined, probed: false };
-    const obs = await probeProvider(
-      { kind: row.kind, apiBase: row.api_base, apiKey: key.value, degradedMs: row.degraded_ms },
-      { timeoutMs: this.deps.settings.healthTimeoutMs, signal, agents: this.agents, now: this.now },
-    );
+    const answer = await probes.send({ kind: row.kind, apiBase: row.api_base, keyName: row.key_name, version: key.version, apiKey: key.value });
+    const obs = observe(answer, row.degraded_ms, key.value, this.now());
     return { row, obs, key: { version: key.version, fingerprint: key.fingerprint }, probed: obs.reason !== 'unsupported' };
   }
 
@@ -432,6 +443,8 @@ export class Prober {
       degraded: count('degraded'),
       down: count('down'),
       unknown: count('unknown'),
+      keys: result.keys.length,
+      keys_changed: result.keys.filter((k) => k.changed).length,
       litellm: result.litellm?.status ?? 'not probed',
     });
   }

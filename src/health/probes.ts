@@ -108,14 +108,46 @@ export function unprobed(reason: 'no_key' | 'disabled' | 'unsupported' | 'not_ap
   return { status: 'unknown', reason, latencyMs: null, httpStatus: null, detail, checkedAt: now };
 }
 
-export async function probeProvider(target: ProbeTarget, opts: ProbeOptions): Promise<Observation> {
+/**
+ * What one probe request brought back, before anyone judged it: the provider's health
+ * (`observe`) and the key's (key-findings.ts) are both read from it, so one request serves both.
+ * `endpoint` is the method and path that was asked (`GET /api/v1/key`): no host, no query.
+ */
+export type ProbeAnswer =
+  | { kind: 'unsupported'; detail: string }
+  | { kind: 'answer'; endpoint: string; status: number; latencyMs: number; body: string | undefined; retryAfter: string | undefined; checkedAt: Date }
+  | { kind: 'network'; endpoint: string; network: 'timeout' | 'unreachable'; latencyMs: number; detail: string; checkedAt: Date };
+
+/** Sends the probe request of `target`'s kind with its key (see buildProbeRequest). */
+export async function sendProbe(target: Omit<ProbeTarget, 'degradedMs'>, opts: ProbeOptions): Promise<ProbeAnswer> {
   const now = opts.now ?? (() => new Date());
   const req = buildProbeRequest(target.kind, target.apiBase, target.apiKey);
-  if (!req) return unprobed('unsupported', `no probe for kind ${target.kind} without an api_base`, now());
+  if (!req) return { kind: 'unsupported', detail: `no probe for kind ${target.kind} without an api_base` };
+  const endpoint = `GET ${endpointPath(req.url)}`;
   const r = await httpGet(req, opts);
   const checkedAt = now();
-  if ('network' in r) return { status: 'down', reason: r.network, latencyMs: r.latencyMs, httpStatus: null, detail: r.detail, checkedAt };
-  return { ...classify(r.status, r.latencyMs, target.degradedMs, r.body, target.apiKey), latencyMs: r.latencyMs, httpStatus: r.status, checkedAt };
+  if ('network' in r) return { kind: 'network', endpoint, network: r.network, latencyMs: r.latencyMs, detail: r.detail, checkedAt };
+  return { kind: 'answer', endpoint, status: r.status, latencyMs: r.latencyMs, body: r.body, retryAfter: r.retryAfter, checkedAt };
+}
+
+/** The provider's health as one answer shows it. */
+export function observe(answer: ProbeAnswer, degradedMs: number, apiKey: string, now: Date): Observation {
+  if (answer.kind === 'unsupported') return unprobed('unsupported', answer.detail, now);
+  if (answer.kind === 'network') return { status: 'down', reason: answer.network, latencyMs: answer.latencyMs, httpStatus: null, detail: answer.detail, checkedAt: answer.checkedAt };
+  return { ...classify(answer.status, answer.latencyMs, degradedMs, answer.body, apiKey), latencyMs: answer.latencyMs, httpStatus: answer.status, checkedAt: answer.checkedAt };
+}
+
+export async function probeProvider(target: ProbeTarget, opts: ProbeOptions): Promise<Observation> {
+  const now = opts.now ?? (() => new Date());
+  return observe(await sendProbe(target, opts), target.degradedMs, target.apiKey, now());
+}
+
+function endpointPath(url: string): string {
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return '(invalid URL)';
+  }
 }
 
 /** LiteLLM itself: liveliness says the process answers, readiness says it can serve (its DB, cache). */
@@ -143,7 +175,8 @@ export async function probeLitellm(url: string, opts: ProbeOptions & { degradedM
   return { status: slow ? 'degraded' : 'healthy', reason: slow ? 'slow' : 'ok', latencyMs, httpStatus: ready.status, detail: slow ? `answered in ${latencyMs} ms` : 'ok', checkedAt, version };
 }
 
-const AUTH_CODES = /^(API_KEY_INVALID|invalid_api_key|authentication_error|permission_error|UNAUTHENTICATED|PERMISSION_DENIED)$/i;
+/** Error codes that mean the key was refused, whatever the HTTP status (Gemini: 400 API_KEY_INVALID). */
+export const AUTH_CODES = /^(API_KEY_INVALID|invalid_api_key|authentication_error|permission_error|UNAUTHENTICATED|PERMISSION_DENIED)$/i;
 
 /** Maps an HTTP answer to a status and reason. The provider's error codes are kept; its messages are not (they can echo the key). */
 export function classify(status: number, latencyMs: number, degradedMs: number, body: string | undefined, apiKey = ''): Pick<Observation, 'status' | 'reason' | 'detail'> {
@@ -161,7 +194,7 @@ export function classify(status: number, latencyMs: number, degradedMs: number, 
   return { status: 'down', reason: 'bad_response', detail };
 }
 
-type HttpAnswer = { status: number; latencyMs: number; body: string | undefined } | { network: 'timeout' | 'unreachable'; latencyMs: number; detail: string };
+type HttpAnswer = { status: number; latencyMs: number; body: string | undefined; retryAfter: string | undefined } | { network: 'timeout' | 'unreachable'; latencyMs: number; detail: string };
 
 /** Keep-alive agents a prober owns (and destroys at stop), so a round reuses connections. */
 export interface ProbeAgents {
@@ -208,16 +241,18 @@ function httpGet(req: ProbeRequest, opts: ProbeOptions): Promise<HttpAnswer> {
       },
       (res) => {
         const chunks: Buffer[] = [];
+        // A 429's Retry-After says how long the key should cool; nothing else of the headers is kept.
+        const retryAfter = typeof res.headers['retry-after'] === 'string' ? res.headers['retry-after'] : undefined;
         let size = 0;
         res.on('data', (chunk: Buffer) => {
           size += chunk.length;
           // A body above the cap is not parsed: the provider answered, which is what the probe asks.
           if (size > BODY_CAP) {
-            finish({ status: res.statusCode ?? 0, latencyMs: elapsed(), body: undefined });
+            finish({ status: res.statusCode ?? 0, latencyMs: elapsed(), body: undefined, retryAfter });
             res.destroy();
           } else chunks.push(chunk);
         });
-        res.on('end', () => finish({ status: res.statusCode ?? 0, latencyMs: elapsed(), body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => finish({ status: res.statusCode ?? 0, latencyMs: elapsed(), body: Buffer.concat(chunks).toString('utf8'), retryAfter }));
         res.on('error', fail);
       },
     );
@@ -253,7 +288,7 @@ function networkDetail(err: unknown): string {
   return `network error (${err instanceof Error ? err.name : 'unknown'})`;
 }
 
-function parseJson(text: string | undefined): unknown {
+export function parseJson(text: string | undefined): unknown {
   if (!text) return undefined;
   try {
     return JSON.parse(text);
@@ -262,7 +297,7 @@ function parseJson(text: string | undefined): unknown {
   }
 }
 
-function field(doc: unknown, key: string): unknown {
+export function field(doc: unknown, key: string): unknown {
   return doc && typeof doc === 'object' ? (doc as Record<string, unknown>)[key] : undefined;
 }
 
@@ -272,7 +307,7 @@ function safeToken(v: unknown): string | undefined {
 }
 
 /** Error codes from the OpenAI, Anthropic and Google error shapes. */
-function errorCodes(doc: unknown): string[] {
+export function errorCodes(doc: unknown): string[] {
   const err = field(doc, 'error');
   const details = field(err, 'details');
   const raw = [field(err, 'code'), field(err, 'type'), field(err, 'status'), ...(Array.isArray(details) ? details.map((d) => field(d, 'reason')) : [])];

@@ -183,7 +183,7 @@ async function execute(client: LitellmClient, plan: Plan, store: LitellmStateSto
           counts.deleted++;
           break;
         case 'model:create':
-          await create('model', op.keyplaneId, () => client.createModel(op.body));
+          await create('model', op.id, () => client.createModel(op.body));
           counts.created++;
           break;
         case 'model:update':

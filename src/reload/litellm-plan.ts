@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { scrubSecrets } from '../secret-params';
-import type { DesiredState } from '../sync/desired-state';
+import { poolOf, type DesiredState } from '../sync/desired-state';
 import { eligibility, type Eligibility } from '../sync/eligibility';
 import type { CredentialView, ModelPatch, ModelView, NewCredential, NewModel } from '../litellm/client';
 import type { Owned, OwnedKind } from '../litellm/litellm-state-store';
@@ -18,6 +18,12 @@ import { HIDDEN_MODEL_PARAMS, maskCredentialValues, maskModelParams } from '../l
  *
  * Only what the ledger (`litellm_owned`) says keyplane created is ever changed or deleted; items
  * that carry keyplane's marks without being in it are copies, left alone and reported.
+ *
+ * Pools: one credential per platform key in service, and one DB model per (model, key) under the
+ * model's `model_name`, with its key's `weight` when the pool has more than one key. A DB model's
+ * LiteLLM id is derived from the pair (litellmModelId), so a reconcile finds what an earlier run
+ * (or a run cut short) created, a disabled key takes exactly its own models, and a key given a new
+ * value changes only its credential.
  */
 
 export const CREDENTIAL_PREFIX = 'keyplane-';
@@ -33,7 +39,14 @@ export interface DesiredCredential {
 }
 
 export interface DesiredLitellmModel {
+  /** LiteLLM's model id: one per (keyplane model, pool key), see litellmModelId. */
+  id: string;
+  /** keyplane's model id. */
   keyplaneId: string;
+  /** The platform key whose credential this deployment uses. */
+  keyName: string;
+  /** The key's weight in its pool, also for a pool of one (see keptWeight). */
+  keyWeight: number;
   modelName: string;
   params: Record<string, unknown>;
   /** The admin's own model_info fields (keyplane's markers are added on write). */
@@ -46,14 +59,15 @@ export type Operation =
   | { op: 'credential:patch'; name: string; values: Record<string, string>; info: Record<string, unknown> }
   | { op: 'credential:recreate'; name: string; body: NewCredential }
   | { op: 'credential:delete'; name: string }
-  | { op: 'model:create'; keyplaneId: string; body: NewModel }
-  | { op: 'model:update'; keyplaneId: string; id: string; patch: ModelPatch }
-  | { op: 'model:recreate'; keyplaneId: string; id: string; body: NewModel }
-  | { op: 'model:delete'; keyplaneId: string; id: string };
+  | { op: 'model:create'; id: string; body: NewModel }
+  | { op: 'model:update'; id: string; patch: ModelPatch }
+  | { op: 'model:recreate'; id: string; body: NewModel }
+  | { op: 'model:delete'; id: string };
 
 export interface Plan {
   /** Credentials first, so that models can reference them. */
   credentials: Operation[];
+  /** Creates and updates before deletes, so a model_name replaced by another deployment is never without one. */
   models: Operation[];
   /** Last, once no managed model references them. */
   credentialDeletes: Operation[];
@@ -119,35 +133,44 @@ export function planReconcile(state: DesiredState, existingCredentials: Credenti
       plan.copies.push(`model ${id} (${m.model_name}) carries keyplane_id ${m.model_info.keyplane_id} but keyplane did not create it: left alone`);
     }
   }
-  for (const want of wantedModels.values()) {
+  // How many deployments each model_name will have in LiteLLM: keyplane's, and what is not keyplane's.
+  const sharing = new Map<string, number>();
+  const share = (name: string): void => void sharing.set(name, (sharing.get(name) ?? 0) + 1);
+  for (const w of wantedModels.values()) share(w.modelName);
+  for (const m of existingModels) if (typeof m.model_info.id !== 'string' || !owned.models.has(m.model_info.id)) share(m.model_name);
+  for (const wanted of wantedModels.values()) {
     // A model must not be pointed at a credential that keyplane does not own.
-    if (typeof want.params.litellm_credential_name === 'string' && blocked.has(want.params.litellm_credential_name)) continue;
-    if (taken.has(want.keyplaneId)) continue;
-    const have = ours.get(want.keyplaneId);
-    const body = newModelBody(want);
+    if (typeof wanted.params.litellm_credential_name === 'string' && blocked.has(wanted.params.litellm_credential_name)) continue;
+    if (taken.has(wanted.id)) continue;
+    const have = ours.get(wanted.id);
     if (!have) {
-      plan.models.push({ op: 'model:create', keyplaneId: want.keyplaneId, body });
+      plan.models.push({ op: 'model:create', id: wanted.id, body: newModelBody(wanted) });
       continue;
     }
+    const want = sharing.get(wanted.modelName) === 1 ? keptWeight(wanted, have) : wanted;
     const drift = modelDrift(want, have, resend);
-    if (drift === 'recreate') plan.models.push({ op: 'model:recreate', keyplaneId: want.keyplaneId, id: want.keyplaneId, body });
-    else if (drift) plan.models.push({ op: 'model:update', keyplaneId: want.keyplaneId, id: want.keyplaneId, patch: drift });
+    if (drift === 'recreate') plan.models.push({ op: 'model:recreate', id: want.id, body: newModelBody(want) });
+    else if (drift) plan.models.push({ op: 'model:update', id: want.id, patch: drift });
   }
-  for (const id of ours.keys()) if (!wantedModels.has(id)) plan.models.push({ op: 'model:delete', keyplaneId: id, id });
+  for (const id of ours.keys()) if (!wantedModels.has(id)) plan.models.push({ op: 'model:delete', id });
   for (const id of owned.models) if (!ours.has(id) && !wantedModels.has(id)) plan.forget.push({ kind: 'model', name: id });
   return plan;
 }
 
 /**
  * What an upgrade from a keyplane without the ledger adopts, once: what carries keyplane's marks in
- * a form a copy cannot have (a name is unique, and so is a model id, which keyplane sets to its own).
+ * a form a copy cannot have (a name is unique, and so is a model id, which keyplane sets itself:
+ * its model's id before pools, derived from the model and the key since).
  */
 export function adoptable(credentials: CredentialView[], models: ModelView[]): Array<{ kind: OwnedKind; name: string }> {
+  const ownId = (info: ModelView['model_info']): boolean => {
+    const { id, keyplane_id: model, keyplane_key: key } = info;
+    if (typeof id !== 'string' || typeof model !== 'string') return false;
+    return id === model || (typeof key === 'string' && id === litellmModelId(model, key));
+  };
   return [
     ...credentials.filter(isMarkedCredential).map((c) => ({ kind: 'credential' as const, name: c.credential_name })),
-    ...models
-      .filter((m) => m.model_info.db_model !== false && typeof m.model_info.id === 'string' && m.model_info.id === m.model_info.keyplane_id)
-      .map((m) => ({ kind: 'model' as const, name: m.model_info.id as string })),
+    ...models.filter((m) => m.model_info.db_model !== false && ownId(m.model_info)).map((m) => ({ kind: 'model' as const, name: m.model_info.id as string })),
   ];
 }
 
@@ -171,34 +194,73 @@ export function desiredCredentials(state: DesiredState, elig: Eligibility = elig
 }
 
 /**
- * Every eligible deployment (as the renderer has them), referencing its key's credential; a model
- * without an approved, usable key is left out rather than sent anywhere without one.
+ * Every eligible deployment (as the renderer has them: one per model and key in service),
+ * referencing its key's credential; a model without an approved, usable key in service is left out
+ * rather than sent anywhere without one.
  */
 export function desiredModels(state: DesiredState, credentials: Map<string, DesiredCredential>, elig: Eligibility = eligibility(state)): Map<string, DesiredLitellmModel> {
   const out = new Map<string, DesiredLitellmModel>();
-  for (const { model: m, provider: p, key } of elig.deployments) {
+  for (const { model: m, provider: p, key, weight } of elig.deployments) {
     const cred = credentials.get(credentialName(key.name));
     if (!cred) continue;
     const params: Record<string, unknown> = { model: `${p.kind}/${m.model}`, litellm_credential_name: cred.name };
     const apiBase = m.apiBase ?? p.apiBase;
     if (apiBase) params.api_base = apiBase;
+    // As in the rendered file: the pool's weight wins over one in the admin's litellm_params.
+    if (weight !== undefined) params.weight = weight;
     if (m.rpm != null) params.rpm = m.rpm;
     if (m.tpm != null) params.tpm = m.tpm;
     // A secret reaches LiteLLM only through a credential or an os.environ/ reference, never as a literal.
     const dropped: string[] = [];
     for (const [k, v] of Object.entries(scrubSecrets(m.litellmParams, dropped) as Record<string, unknown>)) if (!(k in params)) params[k] = v;
     const info = { ...(scrubSecrets(m.modelInfo, dropped) as Record<string, unknown>) };
-    for (const k of ['id', 'keyplane_id', 'keyplane_digests', 'db_model']) delete info[k];
-    const digests: Digests = { model_name: digest(m.modelName) };
-    for (const [k, v] of Object.entries(params)) digests[`litellm_params.${k}`] = digest(v);
-    for (const [k, v] of Object.entries(info)) digests[`model_info.${k}`] = digest(v);
-    out.set(m.id, { keyplaneId: m.id, modelName: m.modelName, params, info, digests });
+    for (const k of ['id', 'keyplane_id', 'keyplane_key', 'keyplane_digests', 'db_model']) delete info[k];
+    const keyWeight = poolOf(p).find((k) => k.name === key.name)?.weight ?? 1;
+    const id = litellmModelId(m.id, key.name);
+    out.set(id, { id, keyplaneId: m.id, keyName: key.name, keyWeight, modelName: m.modelName, params, info, digests: modelDigests(m.modelName, params, info) });
   }
   return out;
 }
 
 export function credentialName(keyName: string): string {
   return CREDENTIAL_PREFIX + keyName;
+}
+
+// Fixed for good: every LiteLLM model id keyplane ever created was derived under it.
+const MODEL_ID_NAMESPACE = Buffer.from('02f3b83e34a844619b59d049e045c1c2', 'hex');
+
+/**
+ * LiteLLM's id for the deployment of a keyplane model that uses one key: a name-based UUID (RFC
+ * 4122 version 5) of the pair, the same on every run and every keyplane, so a create that is
+ * retried, or repeated after a crash, finds the model instead of making a second one.
+ */
+export function litellmModelId(modelId: string, keyName: string): string {
+  const h = createHash('sha1').update(MODEL_ID_NAMESPACE).update(`${modelId}/${keyName}`).digest();
+  h[6] = (h[6]! & 0x0f) | 0x50;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const hex = h.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+function modelDigests(modelName: string, params: Record<string, unknown>, info: Record<string, unknown>): Digests {
+  const digests: Digests = { model_name: digest(modelName) };
+  for (const [k, v] of Object.entries(params)) digests[`litellm_params.${k}`] = digest(v);
+  for (const [k, v] of Object.entries(info)) digests[`model_info.${k}`] = digest(v);
+  return digests;
+}
+
+/**
+ * For a deployment alone in its model_name (the caller checks): a weight keyplane once set stays,
+ * at the key's own weight, when the pool shrinks to one key. A PATCH cannot remove a field, and
+ * recreating the model (delete, then create) could leave a LiteLLM worker that polls in between
+ * without it for a whole poll, at the end of a rotation say; alone, a weight changes nothing. Beside
+ * other deployments it would (LiteLLM's simple-shuffle counts a missing weight as 0), so there the
+ * model is recreated as the rendered file has it.
+ */
+function keptWeight(want: DesiredLitellmModel, have: ModelView): DesiredLitellmModel {
+  if ('weight' in want.params || !('litellm_params.weight' in digestsOf(have.model_info))) return want;
+  const params = { ...want.params, weight: want.keyWeight };
+  return { ...want, params, digests: modelDigests(want.modelName, params, want.info) };
 }
 
 /** The PATCH that repairs a credential, `recreate` when a value must go (a PATCH only adds), or undefined. */
@@ -242,7 +304,7 @@ function modelDrift(want: DesiredLitellmModel, have: ModelView, resend: boolean)
     changed = true;
   }
   // LiteLLM's ModelInfo fills a missing id with a fresh uuid, which the merge would store: send the current one.
-  const markers = { id: want.keyplaneId, keyplane_id: want.keyplaneId, keyplane_digests: want.digests };
+  const markers = modelMarkers(want);
   const info: Record<string, unknown> = {};
   for (const [k, v] of Object.entries({ ...want.info, ...markers })) if (canonical(v) !== canonical(have.model_info[k])) info[k] = v;
   if (Object.keys(info).length) changed = true;
@@ -251,12 +313,17 @@ function modelDrift(want: DesiredLitellmModel, have: ModelView, resend: boolean)
   return patch;
 }
 
+/** keyplane's marks on a DB model: its LiteLLM id, which model and key it serves, and the digests. */
+function modelMarkers(m: DesiredLitellmModel): Record<string, unknown> {
+  return { id: m.id, keyplane_id: m.keyplaneId, keyplane_key: m.keyName, keyplane_digests: m.digests };
+}
+
 function newModelBody(m: DesiredLitellmModel): NewModel {
   return {
     model_name: m.modelName,
     litellm_params: m.params,
     // model_info.id becomes LiteLLM's model id, so a create that is retried cannot make a duplicate.
-    model_info: { ...m.info, id: m.keyplaneId, keyplane_id: m.keyplaneId, keyplane_digests: m.digests },
+    model_info: { ...m.info, ...modelMarkers(m) },
   };
 }
 

@@ -57,9 +57,12 @@ export interface PreviewOutput {
 export function managedStateDigest(state: DesiredState): string {
   return sha256(
     JSON.stringify({
-      keys: state.keys.map((k) => [k.name, k.envVar, k.fingerprint]),
+      // Everything that decides what litellm-api sends: a key's state and an approval revoked change
+      // the eligible deployments without changing a file in this mode.
+      keys: state.keys.map((k) => [k.name, k.envVar, k.fingerprint, k.state ?? 'active']),
       providers: state.providers,
       models: state.models,
+      approvals: [...state.approvals].map((a) => `${a.keyName}\u0000${a.destination}`).sort(),
     }),
   );
 }

@@ -21,6 +21,9 @@ import type { AddressInfo } from 'node:net';
  * - Without a database: readiness says `"db": "Not connected"`, reads serve only "config" items,
  *   writes fail with LiteLLM's own messages, and a wrong key gets 400 "No connected db.".
  * - A wrong master key with a database gets 401 and a message echoing the key's last 4 characters.
+ *
+ * `cutAfterWrites` is a fault, not a LiteLLM behaviour: the connection goes away mid-apply, as when
+ * the process that writes to LiteLLM dies, and the last write is applied with its answer lost.
  */
 
 export interface FakeCredential {
@@ -86,6 +89,9 @@ export class FakeLitellm {
   /** The master key this LiteLLM started with, and the one its environment holds now. */
   private masterKey: string;
   private nextMasterKey: string;
+  /** Writes still answered before the cut; after it, every connection is dropped until `heal`. */
+  private writesBeforeCut?: number;
+  private cut = false;
 
   constructor(opts: FakeLitellmOptions) {
     this.masterKey = opts.masterKey;
@@ -121,6 +127,16 @@ export class FakeLitellm {
     this.requests.length = 0;
   }
 
+  /** Applies `n` more writes, drops the connection instead of answering the last, and every request after it until `heal`. */
+  cutAfterWrites(n: number): void {
+    this.writesBeforeCut = n;
+  }
+
+  heal(): void {
+    this.cut = false;
+    this.writesBeforeCut = undefined;
+  }
+
   async stop(): Promise<void> {
     const server = this.server;
     if (!server) return;
@@ -142,6 +158,10 @@ export class FakeLitellm {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.cut) {
+      req.socket.destroy();
+      return;
+    }
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const raw = Buffer.concat(chunks).toString('utf8');
@@ -156,6 +176,11 @@ export class FakeLitellm {
     }
     if (req.method !== 'GET' && containsAny(body, this.served)) this.maskedEchoes++;
     this.requests.push({ method: req.method ?? 'GET', path: req.url ?? '/', body, status: reply.status });
+    if (req.method !== 'GET' && this.writesBeforeCut !== undefined && --this.writesBeforeCut <= 0) {
+      this.cut = true;
+      req.socket.destroy();
+      return;
+    }
     res.writeHead(reply.status, { 'content-type': 'application/json' });
     res.end(JSON.stringify(reply.body));
   }

@@ -8,6 +8,19 @@ import { EventEmitter } from 'node:events';
  */
 export type FakeMode = 'ok' | 'error' | 'unauthorized' | 'forbidden' | 'rate_limited' | 'slow' | 'hang' | 'hold' | 'not_json' | 'not_ready';
 
+/**
+ * How a fake answers one key (set with `keyAnswer`), whatever the fake's mode: `payment_required` is
+ * OpenRouter's 402, `insufficient_quota` OpenAI's 429 for an account out of credit, `rate_limited` a
+ * 429 with `Retry-After` when one is given.
+ */
+export type KeyAnswer = 'ok' | 'unauthorized' | 'forbidden' | 'payment_required' | 'insufficient_quota' | 'rate_limited' | 'error';
+
+/** What OpenRouter's key record reports; `limit` null: no limit. */
+export interface FakeCredit {
+  limit: number | null;
+  usage: number;
+}
+
 export interface FakeRequest {
   name: string;
   path: string;
@@ -24,6 +37,12 @@ export interface FakeProvider {
   setMode(name: string, mode: FakeMode, delayMs?: number): void;
   /** Only these keys are accepted for `name` (the others are refused as the real API would); undefined accepts any. */
   acceptKeys(name: string, keys: string[] | undefined): void;
+  /** How `name` answers `key` on every path (undefined: as the mode says); `retryAfter` is sent with `rate_limited`. */
+  keyAnswer(name: string, key: string, answer: KeyAnswer | undefined, opts?: { retryAfter?: string }): void;
+  /** What `name`'s key record (`.../key`) reports for `key`. */
+  setCredit(name: string, key: string, credit: FakeCredit | undefined): void;
+  /** `name`'s model list answers 200 to any key, as OpenRouter's does (the key answers apply elsewhere). */
+  publicModels(name: string, on: boolean): void;
   requests: FakeRequest[];
   requestsFor(name: string): FakeRequest[];
   /** Resolves once `name` has received `n` requests (or rejects after `timeoutMs`). */
@@ -58,18 +77,48 @@ function refuse(res: ServerResponse, req: FakeRequest, status: 401 | 403): void 
   }
 }
 
-function answerOk(res: ServerResponse, req: FakeRequest): void {
+function answerOk(res: ServerResponse, req: FakeRequest, credit?: FakeCredit): void {
   if (req.path.endsWith('/health/liveliness')) return json(res, 200, "I'm alive!");
   if (req.path.endsWith('/health/readiness')) return json(res, 200, { status: 'healthy', db: 'connected', cache: null, litellm_version: '1.81.15' });
-  if (req.path.endsWith('/key')) return json(res, 200, { data: { label: 'sk-or-v1-abc...xyz', limit: null, usage: 0 } });
+  if (req.path.endsWith('/key')) {
+    if (!credit) return json(res, 200, { data: { label: 'sk-or-v1-abc...xyz', limit: null, usage: 0 } });
+    const remaining = credit.limit === null ? null : credit.limit - credit.usage;
+    return json(res, 200, { data: { label: 'sk-or-v1-abc...xyz', limit: credit.limit, usage: credit.usage, limit_remaining: remaining, is_free_tier: false } });
+  }
   if (req.headers['x-goog-api-key'] !== undefined) return json(res, 200, { models: [{ name: 'models/gemini-2.0-flash' }] });
   return json(res, 200, { object: 'list', data: [{ id: 'fake-model', object: 'model' }] });
+}
+
+/** The answers real APIs give for each per-key case (shapes of OpenRouter, OpenAI and Anthropic). */
+function answerKey(res: ServerResponse, req: FakeRequest, answer: KeyAnswer, retryAfter: string | undefined, credit: FakeCredit | undefined): void {
+  switch (answer) {
+    case 'ok':
+      return answerOk(res, req, credit);
+    case 'unauthorized':
+      return refuse(res, req, 401);
+    case 'forbidden':
+      return refuse(res, req, 403);
+    case 'payment_required':
+      return json(res, 402, { error: { code: 402, message: 'Insufficient credits. Add more using https://openrouter.ai/credits' } });
+    case 'insufficient_quota':
+      return json(res, 429, { error: { message: 'You exceeded your current quota, please check your plan and billing details.', type: 'insufficient_quota', param: null, code: 'insufficient_quota' } });
+    case 'rate_limited':
+      res.writeHead(429, { 'content-type': 'application/json', ...(retryAfter !== undefined ? { 'retry-after': retryAfter } : {}) });
+      res.end(JSON.stringify({ error: { message: 'rate limit reached', type: 'rate_limit_error', code: 'rate_limit_exceeded' } }));
+      return;
+    case 'error':
+      return json(res, 500, { error: { message: 'internal error', type: 'server_error' } });
+  }
 }
 
 /** A fake of every provider kind (and of LiteLLM's health endpoints) on 127.0.0.1. */
 export async function startFakeProvider(): Promise<FakeProvider> {
   const modes = new Map<string, { mode: FakeMode; delayMs: number }>();
   const accepted = new Map<string, Set<string>>();
+  const keyAnswers = new Map<string, { answer: KeyAnswer; retryAfter?: string }>();
+  const credits = new Map<string, FakeCredit>();
+  const openModels = new Set<string>();
+  const perKey = (name: string, key: string | undefined): string => `${name}\u0000${key ?? ''}`;
   const requests: FakeRequest[] = [];
   const held: Array<() => void> = [];
   const timers = new Set<NodeJS.Timeout>();
@@ -84,7 +133,13 @@ export async function startFakeProvider(): Promise<FakeProvider> {
     events.emit('request', r);
     const { mode, delayMs } = modes.get(name) ?? { mode: 'ok', delayMs: 0 };
     const keys = accepted.get(name);
-    const ok = (): void => (keys && !keys.has(r.key ?? '') ? refuse(res, r, 401) : answerOk(res, r));
+    const ok = (): void => {
+      const credit = credits.get(perKey(name, r.key));
+      if (openModels.has(name) && r.path.endsWith('/models')) return answerOk(res, r);
+      const own = keyAnswers.get(perKey(name, r.key));
+      if (own) return answerKey(res, r, own.answer, own.retryAfter, credit);
+      return keys && !keys.has(r.key ?? '') ? refuse(res, r, 401) : answerOk(res, r, credit);
+    };
     switch (mode) {
       case 'ok':
         return ok();
@@ -126,6 +181,9 @@ export async function startFakeProvider(): Promise<FakeProvider> {
     base: (name) => `${url}/${name}`,
     setMode: (name, mode, delayMs = 0) => void modes.set(name, { mode, delayMs }),
     acceptKeys: (name, keys) => void (keys ? accepted.set(name, new Set(keys)) : accepted.delete(name)),
+    keyAnswer: (name, key, answer, opts = {}) => void (answer ? keyAnswers.set(perKey(name, key), { answer, retryAfter: opts.retryAfter }) : keyAnswers.delete(perKey(name, key))),
+    setCredit: (name, key, credit) => void (credit ? credits.set(perKey(name, key), credit) : credits.delete(perKey(name, key))),
+    publicModels: (name, on) => void (on ? openModels.add(name) : openModels.delete(name)),
     requests,
     requestsFor,
     waitForRequests(name, n, timeoutMs = 5000) {
@@ -151,6 +209,9 @@ export async function startFakeProvider(): Promise<FakeProvider> {
       requests.length = 0;
       modes.clear();
       accepted.clear();
+      keyAnswers.clear();
+      credits.clear();
+      openModels.clear();
     },
     async close() {
       for (const t of timers) clearTimeout(t);

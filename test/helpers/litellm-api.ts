@@ -4,8 +4,10 @@ import { Fingerprinter } from '../../src/crypto/keyring';
 import { LitellmStateStore } from '../../src/litellm/litellm-state-store';
 import { createLogger, SecretRegistry, type Logger } from '../../src/log';
 import { LitellmApiReloader } from '../../src/reload/litellm-api';
+import { litellmModelId } from '../../src/reload/litellm-plan';
 import type { ReloadRequest } from '../../src/reload/reloader';
-import type { DesiredModel, DesiredState } from '../../src/sync/desired-state';
+import { destinationOf } from '../../src/destinations';
+import type { DesiredModel, DesiredState, KeyState } from '../../src/sync/desired-state';
 import type { TestDatabase } from './db';
 import type { FakeLitellm } from './fake-litellm';
 import { approvalsFor } from './state';
@@ -27,6 +29,11 @@ export const M_OPENAI = randomUUID();
 export const M_CLAUDE = randomUUID();
 export const M_GROQ = randomUUID();
 export const M_FIREWORKS = randomUUID();
+/** Their ids in LiteLLM: one DB model per (model, key), each provider's key named after it. */
+export const D_OPENAI = litellmModelId(M_OPENAI, 'openai');
+export const D_CLAUDE = litellmModelId(M_CLAUDE, 'anthropic');
+export const D_GROQ = litellmModelId(M_GROQ, 'groq');
+export const D_FIREWORKS = litellmModelId(M_FIREWORKS, 'fireworks');
 
 /** Four providers (one disabled, one without a key) and one model each; every pair approved. */
 export function baseState(): DesiredState {
@@ -55,6 +62,31 @@ export function baseState(): DesiredState {
   };
   state.approvals = approvalsFor(state.providers, state.models);
   return state;
+}
+
+export const M_POOL = randomUUID();
+export const POOL_KEYS = ['pool-a', 'pool-b', 'pool-c'] as const;
+export const POOL_BASE = 'https://api.pooled.example/v1';
+
+/** baseState and a provider `pooled` whose pool has three keys (weights 3, 1, 1), with one model; every key approved for its host. */
+export function poolState(): DesiredState {
+  const state = baseState();
+  for (const name of POOL_KEYS) state.keys.push(key(name, `${name.replace('-', '_').toUpperCase()}_API_KEY`, `sk-${name}-${randomBytes(16).toString('hex')}`));
+  state.providers.push({
+    slug: 'pooled',
+    kind: 'openai',
+    apiBase: POOL_BASE,
+    keyName: 'pool-a',
+    keys: [{ name: 'pool-a', weight: 3 }, { name: 'pool-b', weight: 1 }, { name: 'pool-c', weight: 1 }],
+    enabled: true,
+  });
+  state.models.push(model(M_POOL, 'pooled-mini', 'pooled', 'gpt-4o-mini'));
+  for (const name of POOL_KEYS) state.approvals.push({ keyName: name, destination: destinationOf('openai', POOL_BASE) });
+  return state;
+}
+
+export function setKeyState(state: DesiredState, name: string, keyState: KeyState): void {
+  state.keys.find((k) => k.name === name)!.state = keyState;
 }
 
 /** The request the syncer hands over; `trigger` as the syncer names it (`reconcile` on the periodic run). */

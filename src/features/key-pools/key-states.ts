@@ -71,6 +71,9 @@ export class KeyStatesService {
    * `announce` after its commit.
    */
   async transition(c: PoolClient, name: string, change: StateChange, by: Actor): Promise<Transition | undefined> {
+    // One transition at a time per pool: two keys of one pool going out at once must each see the
+    // other, or neither would say that the provider has no key left. Providers first, in slug order.
+    await c.query('SELECT 1 FROM providers WHERE slug IN (SELECT provider FROM provider_keys WHERE key_name = $1) ORDER BY slug FOR UPDATE', [name]);
     const cur = (
       await c.query<{ state: KeyState; state_reason: string | null; state_until: Date | null }>('SELECT state, state_reason, state_until FROM platform_keys WHERE name = $1 FOR UPDATE', [name])
     ).rows[0];

@@ -8,7 +8,8 @@ import { pageOf, type PageRequest } from '../../http/paging';
 import { roleAtLeast, type RequestContext } from '../../http/principal';
 import { envVarProblem, isReservedKey } from '../../key-rules';
 import type { Logger, SecretRegistry } from '../../log';
-import type { Observation, ProbeTarget } from '../../health/probes';
+import type { KeyFinding } from '../../health/key-findings';
+import type { ProbeTarget } from '../../health/probes';
 import type { KeyState } from '../../sync/desired-state';
 import { appendAudit } from '../audit/audit-store';
 import type { DestinationsService } from '../destinations/destinations-service';
@@ -49,8 +50,8 @@ export interface RotationView {
   updated_at: string;
 }
 
-/** One unbilled request with a key to a provider (probeProvider with the configured timeout). */
-export type KeyProbe = (target: ProbeTarget) => Promise<Observation>;
+/** One unbilled request with a key to a provider, judged as the key prober judges a key. */
+export type KeyProbe = (target: Omit<ProbeTarget, 'degradedMs'>) => Promise<KeyFinding>;
 
 export interface RotationServiceDeps {
   pool: Pool;
@@ -237,31 +238,30 @@ export class RotationService {
   }
 
   /**
-   * Tries the new value at every enabled provider of the pools, as the prober would. Only a refusal
-   * (401/403 or the provider's invalid-key code, or 402: no credit) stops the rotation: an outage
-   * says nothing about the key.
+   * Tries the new value at every enabled provider of the pools, at the endpoint the key prober uses.
+   * A key it would take out of service (`auth_failed`; `quota_exhausted`: 402, an insufficient-quota
+   * error, no credit left) stops the rotation; an outage says nothing about the key and does not.
    */
   private async validate(plan: Plan, apiKey: string): Promise<RotationStep> {
     this.deps.secrets.add(apiKey);
     const targets = plan.pools.filter((p) => p.enabled);
-    const results = await Promise.all(
-      targets.map(async (p) => ({ slug: p.slug, obs: await this.deps.probe({ kind: p.kind, apiBase: p.api_base, apiKey, degradedMs: p.degraded_ms }) })),
-    );
-    const refused = results.filter((r) => r.obs.reason === 'auth_failed' || r.obs.httpStatus === 402);
+    const results = await Promise.all(targets.map(async (p) => ({ slug: p.slug, f: await this.deps.probe({ kind: p.kind, apiBase: p.api_base, apiKey }) })));
+    const refused = results.filter((r) => r.f.outcome === 'auth_failed' || r.f.outcome === 'quota_exhausted');
     if (refused.length) {
-      const reason = refused.some((r) => r.obs.reason === 'auth_failed') ? 'auth_failed' : 'quota_exhausted';
+      const reason = refused.some((r) => r.f.outcome === 'auth_failed') ? 'auth_failed' : 'quota_exhausted';
       this.deps.log.warn('rotation: the provider refused the new key; nothing was changed', { key_name: plan.newName, replaces: plan.replaces, providers: refused.map((r) => r.slug), reason });
-      throw new Unprocessable(`the provider refused the new key (${reason}): ${refused.map((r) => `${r.slug}: ${r.obs.detail}`).join('; ')}; nothing was changed`, {
+      throw new Unprocessable(`the provider refused the new key (${reason}): ${refused.map((r) => `${r.slug}: ${r.f.detail}`).join('; ')}; nothing was changed`, {
         reason,
         providers: refused.map((r) => r.slug),
       });
     }
-    const unchecked = results.filter((r) => r.obs.status === 'down' || r.obs.reason === 'unsupported');
+    // A rate-limited key is a valid one.
+    const unchecked = results.filter((r) => r.f.outcome !== 'ok' && r.f.outcome !== 'rate_limited');
     return {
       step: 'validated',
       at: new Date().toISOString(),
       providers: results.filter((r) => !unchecked.includes(r)).map((r) => r.slug),
-      ...(unchecked.length ? { unchecked: unchecked.map((r) => ({ provider: r.slug, reason: r.obs.reason, detail: r.obs.detail })) } : {}),
+      ...(unchecked.length ? { unchecked: unchecked.map((r) => ({ provider: r.slug, outcome: r.f.outcome, detail: r.f.detail })) } : {}),
     };
   }
 

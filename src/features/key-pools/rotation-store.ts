@@ -81,7 +81,6 @@ export interface PoolProvider {
   kind: string;
   api_base: string | null;
   enabled: boolean;
-  degraded_ms: number;
   /** The replaced key's place in this provider's pool. */
   weight: number;
   position: number;
@@ -224,7 +223,7 @@ export class RotationStore {
   /** Every provider whose pool holds `key`, with where its deployments send keys. */
   async poolsHolding(c: Queryable, key: string): Promise<PoolProvider[]> {
     const { rows } = await c.query<PoolProvider>(
-      `SELECT p.slug, p.kind, p.api_base, p.enabled, p.degraded_ms, pk.weight, pk.position,
+      `SELECT p.slug, p.kind, p.api_base, p.enabled, pk.weight, pk.position,
               (SELECT count(*)::int FROM provider_keys o WHERE o.provider = p.slug) AS size,
               coalesce((SELECT array_agg(m.api_base ORDER BY m.id) FROM models m WHERE m.provider = p.slug), '{}') AS model_bases
        FROM provider_keys pk JOIN providers p ON p.slug = pk.provider WHERE pk.key_name = $1 ORDER BY p.slug`,

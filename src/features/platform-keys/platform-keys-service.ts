@@ -10,6 +10,7 @@ import { KeyedMutex } from '../../keyed-mutex';
 import { envVarProblem, isReservedKey, MASTER_KEY_NAME } from '../../key-rules';
 import { pageOf, type PageRequest } from '../../http/paging';
 import { PlatformKeysStore, type KeyFilter, type KeyRow, type VersionRow } from './platform-keys-store';
+import { KeyHealthStore, type KeyHealthView } from '../../health/key-health-store';
 
 export interface PlatformKeyView {
   name: string;
@@ -28,6 +29,8 @@ export interface PlatformKeyView {
   state_since: string;
   state_until: string | null;
   replaced_by?: string;
+  /** What the last probe of the key found (null: never probed); in the key's own view only. */
+  health?: KeyHealthView | null;
 }
 
 export interface PutKeyInput {
@@ -102,6 +105,7 @@ export interface PlatformKeyGuards {
 
 export class PlatformKeysService {
   readonly store: PlatformKeysStore;
+  private readonly keyHealth: KeyHealthStore;
   private readonly writers = new KeyedMutex();
   /** The head version this instance last wrote, per key (see rotateBatch). */
   private readonly heads = new Map<string, { version: number; envVar: string }>();
@@ -116,6 +120,7 @@ export class PlatformKeysService {
     private readonly guards: PlatformKeyGuards = {},
   ) {
     this.store = new PlatformKeysStore(pool);
+    this.keyHealth = new KeyHealthStore(pool);
   }
 
   /** One page of keys by name that pass `filter`; `next` is the name to continue after. */
@@ -125,9 +130,9 @@ export class PlatformKeysService {
   }
 
   async get(name: string): Promise<PlatformKeyView> {
-    const row = await this.store.get(name);
+    const [row, health] = await Promise.all([this.store.get(name), this.keyHealth.view(name)]);
     if (!row) throw new NotFound(`platform key ${name}`);
-    return toView(row);
+    return { ...toView(row), health };
   }
 
   /** One page of a key's versions, newest first; `next` is the version to continue before. */

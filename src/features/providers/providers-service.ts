@@ -7,6 +7,7 @@ import { isReservedKey } from '../../key-rules';
 import { appendAudit } from '../audit/audit-store';
 import type { DestinationsService } from '../destinations/destinations-service';
 import { pageOf, type PageRequest } from '../../http/paging';
+import { toKeyHealthView, type KeyHealthView } from '../../health/key-health-store';
 
 export interface ProviderInput {
   kind: string;
@@ -27,6 +28,8 @@ export interface PoolKeyView {
   state_reason: string | null;
   state_since: string | null;
   state_until: string | null;
+  /** What the last probe of the key found, credit included (null: never probed). */
+  health: KeyHealthView | null;
 }
 
 export interface ProviderView {
@@ -53,15 +56,16 @@ interface Row {
   api_base: string | null;
   key_name: string;
   enabled: boolean;
-  keys: Array<{ name: string; weight: number; state: string | null; state_reason: string | null; state_since: string | null; state_until: string | null }>;
+  keys: Array<{ name: string; weight: number; state: string | null; state_reason: string | null; state_since: string | null; state_until: string | null; health: Parameters<typeof toKeyHealthView>[0] | null }>;
   created_at: Date;
   updated_at: Date;
 }
 
 const SELECT = `SELECT p.slug, p.kind, p.api_base, p.key_name, p.enabled, p.created_at, p.updated_at,
     coalesce((SELECT json_agg(json_build_object('name', pk.key_name, 'weight', pk.weight, 'state', k.state, 'state_reason', k.state_reason,
-                'state_since', k.state_since, 'state_until', k.state_until) ORDER BY pk.position)
-              FROM provider_keys pk LEFT JOIN platform_keys k ON k.name = pk.key_name WHERE pk.provider = p.slug), '[]'::json) AS keys
+                'state_since', k.state_since, 'state_until', k.state_until, 'health', CASE WHEN h.name IS NULL THEN NULL ELSE to_json(h) END) ORDER BY pk.position)
+              FROM provider_keys pk LEFT JOIN platform_keys k ON k.name = pk.key_name LEFT JOIN key_health h ON h.name = pk.key_name
+              WHERE pk.provider = p.slug), '[]'::json) AS keys
   FROM providers p`;
 
 const iso = (t: string | null): string | null => (t === null ? null : new Date(t).toISOString());
@@ -75,6 +79,7 @@ const view = (r: Row): ProviderView => {
     state_reason: k.state_reason,
     state_since: iso(k.state_since),
     state_until: iso(k.state_until),
+    health: k.health ? toKeyHealthView(k.health) : null,
   }));
   const inService = keys.filter((k) => k.has_key && k.state !== 'disabled').length;
   return {
