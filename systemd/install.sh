@@ -9,7 +9,10 @@
 # keyplane.env names another database. What goes where:
 #   /opt/keyplane                             compiled build + production deps (replaced each run)
 #   /usr/local/lib/systemd/system/            keyplane.service, litellm-reload.path/.service, and
-#                                             the litellm.service example (unless one exists)
+#                                             the litellm.service example (unless one exists); for
+#                                             two LiteLLMs behind HAProxy (not enabled): litellm@.service
+#                                             and litellm-lb.service
+#   /usr/local/share/keyplane/haproxy.cfg     litellm-lb.service's config (compose/haproxy.cfg)
 #   /usr/local/lib/sysusers.d/keyplane.conf   the keyplane user, and LiteLLM's ($LITELLM_USER)
 #   /usr/local/sbin/keyplane                  `sudo keyplane doctor` etc., run the way the service runs
 #   /etc/keyplane/                 0750 root:keyplane
@@ -193,6 +196,12 @@ KEYPLANE_RELOAD=none
 #KEYPLANE_RELOAD=command
 #KEYPLANE_RELOAD_COMMAND="systemctl try-restart litellm.service"
 KEYPLANE_LITELLM_URL=http://127.0.0.1:4000
+# Or two LiteLLMs behind a local HAProxy (litellm@4001, litellm@4002 and litellm-lb; see README.md),
+# restarted one at a time, each ready for KEYPLANE_ROLLOUT_SETTLE before the next: no failed request.
+#KEYPLANE_RELOAD=command
+#KEYPLANE_RELOAD_COMMAND='systemctl restart "\$KEYPLANE_TARGET"'
+#KEYPLANE_RELOAD_TARGETS=litellm@4001.service=http://127.0.0.1:4001,litellm@4002.service=http://127.0.0.1:4002
+#KEYPLANE_ROLLOUT_SETTLE=5s
 
 # Your own LiteLLM settings, kept under what keyplane manages.
 KEYPLANE_BASE_CONFIG=/etc/keyplane/litellm.base.yaml
@@ -221,18 +230,31 @@ sed "s|^ExecStart=/usr/bin/node |ExecStart=$NODE |" "$SRC/systemd/keyplane.servi
 put 0644 0 0 "$TMP/keyplane.service" "$UNITS/keyplane.service"
 put 0644 0 0 "$SRC/systemd/litellm-reload.path" "$UNITS/litellm-reload.path"
 put 0644 0 0 "$SRC/systemd/litellm-reload.service" "$UNITS/litellm-reload.service"
-# An admin's own litellm.service (in /etc or from a package) wins; the example never shadows it.
-OWN_LITELLM=
-for d in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
-  if [ -e "$ROOT$d/litellm.service" ]; then OWN_LITELLM=$d/litellm.service; fi
+# own_unit NAME: where an admin's own NAME is (in /etc or from a package), '' when there is none.
+# An admin's own litellm.service or litellm@.service wins; the examples never shadow them.
+own_unit() {
+  found=
+  for d in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+    if [ -e "$ROOT$d/$1" ]; then found=$d/$1; fi
+  done
+  echo "$found"
+}
+# The LiteLLM examples run as LiteLLM's user; the single one and the template alike.
+for unit in litellm.service litellm@.service; do
+  own=$(own_unit "$unit")
+  if [ -z "$own" ]; then
+    sed -e "s|^User=litellm\$|User=$LITELLM_USER|" -e "s|^Group=litellm\$|Group=$(group_name "$LL_GID")|" \
+      "$SRC/systemd/$unit" >"$TMP/$unit"
+    put 0644 0 0 "$TMP/$unit" "$UNITS/$unit"
+  else
+    note "$unit: keeping $own (it must read /var/lib/keyplane/litellm, see systemd/$unit)"
+  fi
 done
-if [ -z "$OWN_LITELLM" ]; then
-  sed -e "s|^User=litellm\$|User=$LITELLM_USER|" -e "s|^Group=litellm\$|Group=$(group_name "$LL_GID")|" \
-    "$SRC/systemd/litellm.service" >"$TMP/litellm.service"
-  put 0644 0 0 "$TMP/litellm.service" "$UNITS/litellm.service"
-else
-  note "litellm.service: keeping $OWN_LITELLM (it must read /var/lib/keyplane/litellm, see systemd/litellm.service)"
-fi
+OWN_LITELLM=$(own_unit litellm.service)
+put 0644 0 0 "$SRC/systemd/litellm-lb.service" "$UNITS/litellm-lb.service"
+# The balancer's config is compose's, the one file the tests check; its addresses come from the unit.
+mkdir -p "$ROOT/usr/local/share/keyplane"
+put 0644 0 0 "$SRC/compose/haproxy.cfg" "$ROOT/usr/local/share/keyplane/haproxy.cfg"
 mkdir -p "$ROOT/usr/local/sbin"
 cat >"$TMP/keyplane" <<EOF
 #!/bin/sh
@@ -260,7 +282,7 @@ case $RELOAD in
     if [ -d "$ROOT/etc/polkit-1/rules.d" ] || [ -n "$ROOT" ]; then
       mkdir -p "$ROOT/etc/polkit-1/rules.d"
       put 0644 0 0 "$SRC/systemd/polkit/50-keyplane-litellm.rules" "$POLKIT_RULE"
-      note "KEYPLANE_RELOAD=command: keyplane may try-restart litellm.service ($POLKIT_RULE)"
+      note "KEYPLANE_RELOAD=command: keyplane may try-restart litellm.service and restart litellm@<port>.service ($POLKIT_RULE)"
     else
       note "KEYPLANE_RELOAD=command needs polkit (apt-get install polkitd), then run install.sh again"
     fi
@@ -309,4 +331,5 @@ if [ -z "$OWN_LITELLM" ] && [ ! -x "$ROOT/opt/litellm/venv/bin/litellm" ]; then
   note "LiteLLM: python3 -m venv /opt/litellm/venv && /opt/litellm/venv/bin/pip install 'litellm[proxy]==1.81.15'"
   note "         then: systemctl enable --now litellm.service"
 fi
+note "rotation with no failed request: two LiteLLMs behind HAProxy (litellm@.service, litellm-lb.service; see README.md)"
 note "admin token: sudo sed -n 's/^KEYPLANE_ADMIN_TOKEN=//p' /etc/keyplane/keyplane.env"

@@ -2,8 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import YAML, { isAlias, isMap, isScalar } from 'yaml';
 import { loadSettings } from '../src/config';
 import { resolveKeyring } from '../src/crypto/master-key';
+import { parseDuration } from '../src/duration';
 import { createLogger, SecretRegistry } from '../src/log';
 import { LABEL_PORT } from '../src/reload/docker';
 import { COMPOSE_DIR, COMPOSE_FILE, interpolated, litellmOutputDir, litellmStartScript, loadCompose, uninterpolated, type ComposeFile } from './helpers/compose';
@@ -15,9 +17,14 @@ const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin', 'keyplane.js');
 const OWNER = `${process.getuid!()}:${process.getgid!()}`;
 const RUNNING = ['postgres', 'keyplane', 'litellm'];
+// What `--profile ha` adds: the second replica and the balancer.
+const HA = ['litellm-2', 'lb'];
 // The LiteLLM release keyplane's LiteLLM facts were checked against (the shared litellm-facts.md).
 const LITELLM_CHECKED = '1.81.15';
 const SECRET_NAME = /(PASSWORD|TOKEN|SECRET|_KEY|DATABASE_URL|WEBHOOK)$/;
+
+// The balancer's config, shared by the ha profile, the systemd example and the zero-failure test.
+const HAPROXY_CFG = path.join(COMPOSE_DIR, 'haproxy.cfg');
 
 let compose: ComposeFile;
 let work: string;
@@ -40,8 +47,56 @@ function secretPath(value: string): string {
   return value.replace(/^\/run\/secrets\//, `${secrets}/`);
 }
 
+/**
+ * The file as Compose v2 reads it: YAML merge keys (`<<: *litellm`) resolved, which the shared
+ * loader leaves as they are. Its view of everything but litellm-2 is the same (checked below).
+ */
+function loadMerged(): ComposeFile {
+  return YAML.parse(readFileSync(COMPOSE_FILE, 'utf8'), { merge: true }) as ComposeFile;
+}
+
+/** A value as Compose interpolates it with `vars` (the file uses `${NAME:-default}`, `${NAME:?message}` and `$$`). */
+function interpolate(value: string, vars: Record<string, string>): string {
+  return value.replace(/\$\$|\$\{([A-Za-z0-9_]+)(?::([-?])([^}]*))?\}/g, (all, name: string | undefined, op: string | undefined, arg: string | undefined) => {
+    if (all === '$$') return '$';
+    const v = vars[name!];
+    if (v !== undefined && v !== '') return v;
+    if (op === '-') return arg!;
+    throw new Error(`\${${name}} is not set${op === '?' ? `: ${arg}` : ''}`);
+  });
+}
+
+/** `host_ip:host_port:container_port` of every port a service publishes under `vars`. */
+function published(svc: ComposeFile['services'][string], vars: Record<string, string>): Array<{ ip: string; host: string; container: string }> {
+  return (svc.ports ?? []).map((p) => {
+    const [ip, host, container] = interpolate(p, vars).split(':') as [string, string, string];
+    return { ip, host, container };
+  });
+}
+
+/** haproxy.cfg's lines without comments. */
+function cfgLines(): string[] {
+  return readFileSync(HAPROXY_CFG, 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/(^|\s)#.*$/, '').trim())
+    .filter(Boolean);
+}
+
+/** An HAProxy time (`1s`, `300ms`; a bare number is milliseconds) in milliseconds. */
+function haproxyMs(t: string): number {
+  const m = /^(\d+)(us|ms|s|m|h|d)?$/.exec(t);
+  if (!m) throw new Error(`not an HAProxy time: ${t}`);
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 'ms']!;
+}
+
+/** The version (x.y.z) of the haproxy the tests run. */
+function hostHaproxyVersion(): string {
+  const out = execFileSync('haproxy', ['-v'], { encoding: 'utf8' });
+  return /version (\d+\.\d+\.\d+)/.exec(out)![1]!;
+}
+
 beforeAll(() => {
-  compose = loadCompose();
+  compose = loadMerged();
   work = mkdtempSync(path.join(os.tmpdir(), 'kp-compose-'));
   secrets = path.join(work, 'secrets');
   mkdirSync(secrets);
@@ -54,12 +109,17 @@ describe('compose/docker-compose.yml', () => {
   it('is a Compose v2 file and says so', () => {
     expect(compose.name).toBe('keyplane');
     expect(Object.keys(compose).filter((k) => !k.startsWith('x-')).sort()).toEqual(['name', 'networks', 'secrets', 'services', 'volumes']);
-    expect(Object.keys(compose.services).sort()).toEqual(['init-secrets', 'keyplane', 'litellm', 'postgres']);
+    expect(Object.keys(compose.services).sort()).toEqual(['init-secrets', 'keyplane', 'lb', 'litellm', 'litellm-2', 'postgres']);
+    // Every test but this file's reads it through the shared loader: it must see the same services.
+    const plain = loadCompose();
+    for (const name of Object.keys(compose.services).filter((n) => n !== 'litellm-2')) expect([name, plain.services[name]]).toEqual([name, compose.services[name]]);
     const header = readFileSync(COMPOSE_FILE, 'utf8').split('\n\n')[0]!;
     expect(header).toContain('Docker Compose v2');
     expect(header).toContain('docker compose run --rm init-secrets');
     expect(header).toContain('TOKEN=$(docker compose exec keyplane cat /run/secrets/admin_token)');
     expect(header).toContain('-H "Authorization: Bearer $TOKEN"');
+    expect(header).toContain('docker compose --profile ha up -d');
+    expect(header).toContain('echo "LITELLM_PORT=4001" >> .env');
   });
 
   it('pins every image it pulls to a release: LiteLLM to the one keyplane is checked against, Postgres to the tests\'', () => {
@@ -92,13 +152,14 @@ describe('compose/docker-compose.yml', () => {
     }
     expect(compose.services.postgres!.environment!.POSTGRES_PASSWORD_FILE).toBe('/run/secrets/postgres_password');
     expect(compose.services.keyplane!.environment).toMatchObject({ KEYPLANE_MASTER_KEY_FILE: '/run/secrets/master_key', KEYPLANE_ADMIN_TOKEN_FILE: '/run/secrets/admin_token' });
-    // The only value taken from the host's environment is the Docker socket's group.
+    // Taken from the host's environment (compose/.env): the Docker socket's group, and where replica 1
+    // is published (the ha profile's balancer needs its default port).
     const vars = new Set(strings(compose).flatMap(([, v]) => interpolated(v)));
-    expect([...vars]).toEqual(['DOCKER_GID']);
+    expect([...vars].sort()).toEqual(['DOCKER_GID', 'LITELLM_PORT']);
   });
 
   it('runs what keeps running with init, a restart policy, and healthchecks where something waits on them', () => {
-    for (const name of RUNNING) {
+    for (const name of [...RUNNING, ...HA]) {
       expect([name, compose.services[name]!.init, compose.services[name]!.restart]).toEqual([name, true, 'unless-stopped']);
     }
     expect(compose.services.postgres!.healthcheck!.test).toEqual(['CMD', 'pg_isready', '-U', 'keyplane', '-d', 'keyplane']);
@@ -107,11 +168,13 @@ describe('compose/docker-compose.yml', () => {
     expect(compose.services.keyplane!.depends_on).toEqual({ postgres: { condition: 'service_healthy' } });
     expect(compose.services.litellm!.depends_on).toEqual({ keyplane: { condition: 'service_healthy' } });
     expect(compose.services['init-secrets']!.profiles).toEqual(['setup']);
+    for (const name of HA) expect([name, compose.services[name]!.profiles]).toEqual([name, ['ha']]);
+    for (const name of RUNNING) expect([name, compose.services[name]!.profiles]).toEqual([name, undefined]);
   });
 
-  it('puts the three on one user-defined bridge network, and the secret generator on none', () => {
+  it('puts the three (five with ha) on one user-defined bridge network, and the secret generator on none', () => {
     expect(compose.networks).toEqual({ keyplane: { driver: 'bridge' } });
-    for (const name of RUNNING) {
+    for (const name of [...RUNNING, ...HA]) {
       expect([name, compose.services[name]!.networks, compose.services[name]!.network_mode]).toEqual([name, ['keyplane'], undefined]);
     }
     expect(compose.services['init-secrets']!.network_mode).toBe('none');
@@ -121,8 +184,9 @@ describe('compose/docker-compose.yml', () => {
     const out = compose.services.keyplane!.environment!.KEYPLANE_OUTPUT_DIR!;
     expect(compose.services.keyplane!.volumes).toContain(`litellm-files:${out}`);
     expect(compose.services.litellm!.volumes).toContain(`litellm-files:${litellmOutputDir(compose)}:ro`);
+    expect(compose.services['litellm-2']!.volumes).toEqual(compose.services.litellm!.volumes);
     expect(Object.keys(compose.volumes)).toContain('litellm-files');
-    for (const name of RUNNING) {
+    for (const name of [...RUNNING, ...HA]) {
       for (const v of compose.services[name]!.volumes ?? []) expect([name, v, /\.(ya?ml|env)(:|$)/.test(v)]).toEqual([name, v, false]);
     }
   });
@@ -137,7 +201,9 @@ describe('compose/docker-compose.yml', () => {
     expect(labels[key]).toBe(value);
     const port = /--port (\d+)/.exec(compose.services.litellm!.command![0]!)?.[1];
     expect(labels[LABEL_PORT]).toBe(port);
-    expect(compose.services.litellm!.ports).toEqual([`127.0.0.1:${port}:${port}`]);
+    expect(compose.services.litellm!.ports).toEqual([`127.0.0.1:\${LITELLM_PORT:-${port}}:${port}`]);
+    // Without a compose/.env entry (every install before the ha profile), the port it always had.
+    expect(published(compose.services.litellm!, {})).toEqual([{ ip: '127.0.0.1', host: port, container: port }]);
   });
 
   it("gives keyplane settings it starts with, and a database URL put together from Postgres's password file", () => {
@@ -157,6 +223,89 @@ describe('compose/docker-compose.yml', () => {
     expect([u.protocol, u.username, u.hostname, u.port, u.pathname]).toEqual(['postgres:', 'keyplane', 'postgres', '5432', '/keyplane']);
     expect(u.password).toBe(readFileSync(path.join(secrets, 'postgres_password'), 'utf8').trim());
     resolveKeyring({ ...settings, databaseUrl: url }, new SecretRegistry(), createLogger({ secrets: new SecretRegistry(), silent: true }));
+  });
+});
+
+describe('the ha profile: two replicas behind HAProxy', () => {
+  it('adds litellm-2 as litellm itself through the anchor: only its profile and its ports are its own', () => {
+    // In the file: litellm carries the anchor and litellm-2 is `<<: *litellm` plus two keys, so a
+    // setting added to litellm later reaches both.
+    const doc = YAML.parseDocument(readFileSync(COMPOSE_FILE, 'utf8'));
+    const services: unknown = doc.get('services', true);
+    const [l1, l2]: unknown[] = isMap(services) ? [services.get('litellm', true), services.get('litellm-2', true)] : [];
+    if (!isMap(l1) || !isMap(l2)) throw new Error('services.litellm and services.litellm-2 are not mappings');
+    expect(l1.anchor).toBe('litellm');
+    expect(l2.items.map((p) => (isScalar(p.key) ? p.key.value : p.key))).toEqual(['<<', 'profiles', 'ports']);
+    const merge = l2.items[0]!.value;
+    expect(isAlias(merge) && merge.source).toBe('litellm');
+
+    const { profiles, ports, ...second } = compose.services['litellm-2']! as Record<string, unknown>;
+    const { ports: firstPorts, ...first } = compose.services.litellm! as Record<string, unknown>;
+    expect(second).toEqual(first);
+    expect([profiles, ports, firstPorts]).toEqual([['ha'], [], expect.any(Array)]);
+    // What makes keyplane restart both in turn, and wait for each at its own address.
+    const [key, value] = compose.services.keyplane!.environment!.KEYPLANE_DOCKER_LABEL!.split('=') as [string, string];
+    expect(second).toMatchObject({ labels: { [key]: value, [LABEL_PORT]: /--port (\d+)/.exec(compose.services.litellm!.command![0]!)![1] }, init: true, stop_grace_period: '30s' });
+  });
+
+  it('pins the balancer to the HAProxy release the tests check haproxy.cfg with', () => {
+    const lb = compose.services.lb!;
+    const m = /^haproxy:(\d+\.\d+\.\d+)-alpine$/.exec(lb.image ?? '');
+    expect(m).not.toBeNull();
+    expect(m![1]).toBe(hostHaproxyVersion());
+  });
+
+  it("mounts compose/haproxy.cfg read-only and gives it every address it takes from the environment: the replicas' Docker names", () => {
+    const lb = compose.services.lb!;
+    expect(lb.volumes).toEqual(['./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro']);
+    const used = [...new Set(cfgLines().flatMap((l) => [...l.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((x) => x[1]!)))].sort();
+    expect(used).toEqual(['KP_LB_BIND', 'KP_LITELLM_1', 'KP_LITELLM_2']);
+    expect(Object.keys(lb.environment!).sort()).toEqual(used);
+    const port = compose.services.litellm!.labels![LABEL_PORT];
+    expect([lb.environment!.KP_LITELLM_1, lb.environment!.KP_LITELLM_2]).toEqual([`litellm:${port}`, `litellm-2:${port}`]);
+    // Docker's DNS: compose names on a user-defined network resolve only through its resolver.
+    expect(cfgLines().some((l) => /^resolvers\s/.test(l))).toBe(true);
+    expect(cfgLines().some((l) => l === 'parse-resolv-conf')).toBe(true);
+  });
+
+  it("haproxy accepts compose/haproxy.cfg with the balancer's environment (before any replica resolves)", () => {
+    const out = execFileSync('haproxy', ['-c', '-f', HAPROXY_CFG], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH, ...compose.services.lb!.environment } });
+    expect(out).toContain('Configuration file is valid');
+    // A name it cannot resolve here (litellm, litellm-2) is not fatal: the replicas start after it.
+    expect(() => execFileSync('haproxy', ['-c', '-q', '-f', HAPROXY_CFG], { stdio: 'pipe', env: { PATH: process.env.PATH, ...compose.services.lb!.environment, KP_LB_BIND: 'not-an-address' } })).toThrow();
+  });
+
+  it("publishes only the balancer on the clients' port: no replica can be reached there, and ha without LITELLM_PORT cannot come up", () => {
+    const lb = compose.services.lb!;
+    const bind = /:(\d+)$/.exec(lb.environment!.KP_LB_BIND!)![1]!;
+    const [front] = published(lb, {});
+    expect(published(lb, {})).toHaveLength(1);
+    expect(front).toEqual({ ip: '127.0.0.1', host: '4000', container: bind });
+    // The single LiteLLM's port is the balancer's: clients keep their address when ha is switched on.
+    const [single] = published(compose.services.litellm!, {});
+    expect(single!.host).toBe(front!.host);
+    // Under ha, with compose/.env as the header says: the balancer alone on the clients' port.
+    const env = { LITELLM_PORT: /echo "LITELLM_PORT=(\d+)" >> \.env/.exec(readFileSync(COMPOSE_FILE, 'utf8'))![1]! };
+    const ha = Object.fromEntries([...RUNNING, ...HA].map((n) => [n, published(compose.services[n]!, env)]));
+    const onFront = Object.entries(ha).filter(([, ps]) => ps.some((p) => p.host === front!.host));
+    expect(onFront.map(([n]) => n)).toEqual(['lb']);
+    expect(ha['litellm-2']).toEqual([]);
+    for (const ps of Object.values(ha)) for (const p of ps) expect(p.ip).toBe('127.0.0.1');
+  });
+
+  it("sets keyplane's rollout settle longer than the balancer takes to put a ready replica back", () => {
+    const raw = compose.services.keyplane!.environment!.KEYPLANE_ROLLOUT_SETTLE!;
+    const settle = parseDuration(raw);
+    expect('ms' in settle).toBe(true);
+    const lines = cfgLines();
+    const inter = Math.max(...lines.flatMap((l) => [...l.matchAll(/\binter (\S+)/g)].map((x) => haproxyMs(x[1]!))));
+    const rise = Math.max(...lines.flatMap((l) => [...l.matchAll(/\brise (\d+)/g)].map((x) => Number(x[1]))));
+    const checkTimeout = lines.map((l) => /^timeout check (\S+)$/.exec(l)).find(Boolean);
+    const worst = inter * rise + (checkTimeout ? haproxyMs(checkTimeout[1]!) : inter);
+    expect([inter, rise].every(Number.isFinite)).toBe(true);
+    expect((settle as { ms: number }).ms).toBeGreaterThan(worst);
+    // keyplane starts with it (the setting's own range).
+    expect(() => loadSettings({ ...compose.services.keyplane!.environment, KEYPLANE_ADMIN_TOKEN_FILE: undefined, KEYPLANE_MASTER_KEY_FILE: undefined })).not.toThrow();
   });
 });
 

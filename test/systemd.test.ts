@@ -4,8 +4,11 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSyn
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import vm from 'node:vm';
+import { loadSettings } from '../src/config';
 import { Keyring } from '../src/crypto/keyring';
 import { SecretRegistry } from '../src/log';
+import { loadCompose } from './helpers/compose';
 import { createTestDatabase, type TestDatabase } from './helpers/db';
 import { parseSystemdEnvFile } from './helpers/env-readers';
 import { freePort } from './helpers/reload';
@@ -40,6 +43,35 @@ function install(args: string[], env: Record<string, string> = {}): Promise<{ st
 
 const mode = (root: string, rel: string): number => statSync(path.join(root, rel)).mode & 0o7777;
 const read = (root: string, rel: string): string => readFileSync(path.join(root, rel), 'utf8');
+const POLKIT_RULE = 'systemd/polkit/50-keyplane-litellm.rules';
+const HAPROXY_CFG = 'usr/local/share/keyplane/haproxy.cfg';
+/** The template's instances the docs use: the instance is the port. */
+const INSTANCES = ['litellm@4001.service', 'litellm@4002.service'];
+
+/**
+ * What polkitd answers for `systemctl VERB UNIT` run by `user`: the rules file run in a fresh
+ * JavaScript context with polkit's API (addRule, Result, action.lookup), the first rule's answer.
+ */
+function polkitAnswer(rules: string, user: string, actionId: string, details: Record<string, string>): unknown {
+  const added: Array<(action: unknown, subject: unknown) => unknown> = [];
+  const Result = { NO: 'no', YES: 'yes', AUTH_SELF: 'auth_self', AUTH_SELF_KEEP: 'auth_self_keep', AUTH_ADMIN: 'auth_admin', AUTH_ADMIN_KEEP: 'auth_admin_keep', NOT_HANDLED: 'not_handled' };
+  vm.runInNewContext(rules, { polkit: { Result, addRule: (f: (a: unknown, s: unknown) => unknown) => added.push(f), log: () => undefined } });
+  const action = { id: actionId, lookup: (k: string) => details[k] };
+  for (const rule of added) {
+    const answer = rule(action, { user, groups: [user], local: false, active: false });
+    if (answer !== undefined && answer !== null) return answer;
+  }
+  return 'not_handled';
+}
+const manageUnit = (rules: string, user: string, verb: string, unit: string): unknown => polkitAnswer(rules, user, 'org.freedesktop.systemd1.manage-units', { unit, verb });
+
+/** The `#KEYPLANE_...` lines of keyplane.env's two-LiteLLM example, as they read once uncommented. */
+function haExample(envText: string): Record<string, string> {
+  const block = envText.split('\n# Or two LiteLLMs')[1]?.split('\n\n')[0];
+  if (!block) throw new Error('keyplane.env has no "# Or two LiteLLMs" example');
+  return parseSystemdEnvFile(block.split('\n').filter((l) => /^#KEYPLANE_/.test(l)).map((l) => l.slice(1)).join('\n'));
+}
+
 /** The runtime tree is replaced on every run by design; everything else must hold still. */
 const isBuild = (rel: string): boolean => rel === 'opt/keyplane' || rel.startsWith('opt/keyplane/');
 
@@ -86,6 +118,8 @@ describe('systemd/install.sh into a throwaway root', () => {
       ['usr/local/lib/sysusers.d/keyplane.conf', 0o644, 'root', 'root'],
       ['opt/keyplane', 0o755, 'root', 'root'],
       ['opt/keyplane/bin/keyplane.js', 0o755, 'root', 'root'],
+      ['usr/local/share/keyplane', 0o755, 'root', 'root'],
+      [HAPROXY_CFG, 0o644, 'root', 'root'],
       ...SOURCE_UNITS.map((u): [string, number, string, string] => [`${UNIT_DIR}/${u}`, 0o644, 'root', 'root']),
     ];
     for (const [rel, m, user, group] of expected) {
@@ -145,6 +179,7 @@ describe('systemd/install.sh into a throwaway root', () => {
       const source = read(REPO, `systemd/${u}`);
       expect({ u, text: read(root, `${UNIT_DIR}/${u}`) }).toEqual({ u, text: source.replace('ExecStart=/usr/bin/node ', `ExecStart=${NODE} `) });
     }
+    expect(read(root, HAPROXY_CFG)).toBe(read(REPO, 'compose/haproxy.cfg'));
   });
 
   it('keyplane.service runs the installed build hardened, with the master key only as a credential', () => {
@@ -251,6 +286,71 @@ describe('systemd/install.sh into a throwaway root', () => {
     }
   });
 
+  it('litellm@.service is litellm.service on the port its instance names, with a state directory of its own, never beside it', () => {
+    const single = unitSettings(read(root, `${UNIT_DIR}/litellm.service`));
+    const template = unitSettings(read(root, `${UNIT_DIR}/litellm@.service`));
+    expect(template.filter(([k]) => k === 'Conflicts')).toEqual([['Conflicts', 'litellm.service']]);
+    const asSingle = template
+      .filter(([k]) => k !== 'Conflicts')
+      .map(([k, v]): [string, string] => [k, v.replace('--port %i', '--port 4000').replace(/\/litellm\/%i(?=\/|$)/, '/litellm').replace(/^litellm\/%i$/, 'litellm')]);
+    // Everything else (user, files, drain, hardening) is litellm.service's, line for line.
+    expect(asSingle.filter(([k]) => k !== 'Description')).toEqual(single.filter(([k]) => k !== 'Description'));
+    expect(Object.fromEntries(template)).toMatchObject({ ExecStart: expect.stringMatching(/--host 127\.0\.0\.1 --port %i$/), StateDirectory: 'litellm/%i' });
+  });
+
+  it("the two-LiteLLM example: keyplane.env's targets, the instances, the balancer's addresses and the polkit rule agree", async () => {
+    const env = haExample(read(root, 'etc/keyplane/keyplane.env'));
+    expect(env.KEYPLANE_RELOAD).toBe('command');
+    expect(env.KEYPLANE_RELOAD_COMMAND).toBe('systemctl restart "$KEYPLANE_TARGET"');
+    const targets = env.KEYPLANE_RELOAD_TARGETS!.split(',').map((t) => t.split('=') as [string, string]);
+    expect(targets.map(([name]) => name)).toEqual(INSTANCES);
+    for (const [name, url] of targets) expect(url).toBe(`http://127.0.0.1:${/@(\d+)\.service$/.exec(name)![1]}`);
+    // The settle is compose's: both are checked against haproxy.cfg's health checks (test/compose.test.ts).
+    expect(env.KEYPLANE_ROLLOUT_SETTLE).toBe(loadCompose().services.keyplane!.environment!.KEYPLANE_ROLLOUT_SETTLE);
+    const settings = { ...parseSystemdEnvFile(read(root, 'etc/keyplane/keyplane.env')), ...env };
+    expect(() => loadSettings(settings)).not.toThrow();
+
+    // The balancer sends to those instances, and listens where LiteLLM's single unit (its Conflicts=) and keyplane's LiteLLM URL are.
+    const lb = Object.fromEntries(unitSettings(read(root, `${UNIT_DIR}/litellm-lb.service`)).filter(([k]) => k === 'Environment').map(([, v]) => v.split('=') as [string, string]));
+    expect([lb.KP_LITELLM_1, lb.KP_LITELLM_2]).toEqual(targets.map(([, url]) => new URL(url).host));
+    const single = /--host (\S+) --port (\d+)/.exec(Object.fromEntries(unitSettings(read(root, `${UNIT_DIR}/litellm.service`))).ExecStart!)!;
+    expect(lb.KP_LB_BIND).toBe(`${single[1]}:${single[2]}`);
+    expect(`http://${lb.KP_LB_BIND}`).toBe(settings.KEYPLANE_LITELLM_URL);
+    expect(lb.CONFIG).toBe(`/${HAPROXY_CFG}`);
+
+    // The command keyplane runs for each target (sh -c, with $KEYPLANE_TARGET) asks systemd for what the rule allows.
+    const bin = mkdtempSync(path.join(os.tmpdir(), 'keyplane-systemctl-'));
+    try {
+      writeFileSync(path.join(bin, 'systemctl'), '#!/bin/sh\nprintf "%s\\n" "$@"\n', { mode: 0o755 });
+      const rule = read(REPO, POLKIT_RULE);
+      for (const [name, url] of targets) {
+        const { stdout } = await run('/bin/sh', ['-c', env.KEYPLANE_RELOAD_COMMAND!], { env: { PATH: `${bin}:${process.env.PATH}`, KEYPLANE_TARGET: name, KEYPLANE_TARGET_URL: url } });
+        const [verb, unit, ...rest] = stdout.split('\n').filter(Boolean);
+        expect({ verb, unit, rest }).toEqual({ verb: 'restart', unit: name, rest: [] });
+        expect(manageUnit(rule, 'keyplane', verb!, unit!)).toBe('yes');
+      }
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it("haproxy accepts the installed haproxy.cfg with litellm-lb.service's environment and command line", async () => {
+    const unit = unitSettings(read(root, `${UNIT_DIR}/litellm-lb.service`));
+    const env = Object.fromEntries(unit.filter(([k]) => k === 'Environment').map(([, v]) => v.split('=') as [string, string]));
+    env.CONFIG = path.join(root, env.CONFIG!);
+    // systemd's ${VAR} in a command line: the whole word, from Environment=.
+    const expand = (line: string): string[] => line.split(' ').map((w) => w.replace(/^\$\{([A-Z_0-9]+)\}$/, (_, n: string) => env[n]!));
+    expect(expand(unit.find(([k]) => k === 'ExecStart')![1])).toEqual(['/usr/sbin/haproxy', '-Ws', '-f', env.CONFIG]);
+    // Its ExecReload= checks the file before HAProxy is told to reload: run that check here, with Debian's haproxy.
+    const [exe, ...check] = expand(unit.find(([k]) => k === 'ExecReload')![1]);
+    expect([exe, ...check]).toEqual(['/usr/sbin/haproxy', '-c', '-q', '-f', env.CONFIG]);
+    const haproxy = hostProgram('haproxy');
+    expect(haproxy).toBeDefined();
+    await expect(run(haproxy!, check, { env: { PATH: process.env.PATH!, ...env } })).resolves.toBeDefined();
+    // The check is a real one: without an address the file cannot work.
+    await expect(run(haproxy!, check, { env: { PATH: process.env.PATH!, ...env, KP_LITELLM_2: '' } })).rejects.toThrow();
+  });
+
   it('in command mode (KEYPLANE_RELOAD=command) lays down the polkit rule and leaves the path unit out', async () => {
     const envFile = path.join(root, 'etc/keyplane/keyplane.env');
     const text = readFileSync(envFile, 'utf8');
@@ -259,7 +359,7 @@ describe('systemd/install.sh into a throwaway root', () => {
     expect(third.stdout).toMatch(/settings kept/);
     expect(third.stdout).toContain('systemctl daemon-reload && systemctl enable --now keyplane.service\n');
     const rule = 'etc/polkit-1/rules.d/50-keyplane-litellm.rules';
-    expect(read(root, rule)).toBe(read(REPO, 'systemd/polkit/50-keyplane-litellm.rules'));
+    expect(read(root, rule)).toBe(read(REPO, POLKIT_RULE));
     expect(mode(root, rule)).toBe(0o644);
     // polkit rules are JavaScript: a syntax error would make polkitd skip the file.
     const js = path.join(root, 'rule-check.js');
@@ -285,7 +385,8 @@ describe('systemd-analyze on the units', () => {
     expect(hostPrograms.every(Boolean)).toBe(true);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'keyplane-verify-'));
     dirs.push(dir);
-    verifyRoot(dir, units, [...(hostPrograms as string[]), '/opt/litellm/venv/bin/litellm']);
+    // LiteLLM from its venv; HAProxy and kill at the paths Debian installs them (litellm-lb.service).
+    verifyRoot(dir, units, [...(hostPrograms as string[]), '/opt/litellm/venv/bin/litellm', '/usr/sbin/haproxy', '/bin/kill']);
     return dir;
   }
 
@@ -294,9 +395,24 @@ describe('systemd-analyze on the units', () => {
   });
 
   it('verify accepts every unit in systemd/, with no warning at all', async () => {
-    expect(SOURCE_UNITS).toEqual(['keyplane.service', 'litellm-reload.path', 'litellm-reload.service', 'litellm.service']);
+    expect(SOURCE_UNITS).toEqual(['keyplane.service', 'litellm-lb.service', 'litellm-reload.path', 'litellm-reload.service', 'litellm.service', 'litellm@.service']);
     const dir = makeRoot(installedUnits());
-    expect(await verifyUnits(dir, SOURCE_UNITS)).toEqual({ code: 0, output: '' });
+    // verify passes a template by name without reading it: its instances are what gets checked.
+    const names = SOURCE_UNITS.flatMap((u) => (u === 'litellm@.service' ? INSTANCES : [u]));
+    expect(await verifyUnits(dir, names)).toEqual({ code: 0, output: '' });
+  });
+
+  it.each([
+    ['litellm@.service', INSTANCES[0]!, 'ProtectSystem=strict', 'ProtectSytem=strict'],
+    ['litellm@.service', INSTANCES[0]!, 'Conflicts=litellm.service', 'Conflicts=litellm.servic'],
+    ['litellm-lb.service', 'litellm-lb.service', 'Type=notify', 'Type=notifyy'],
+    ['litellm-lb.service', 'litellm-lb.service', 'ExecStart=/usr/sbin/haproxy', 'ExecStart=/usr/local/sbin/haproxy'],
+  ])('verify rejects %s (as %s) with %s broken', async (file, name, from, to) => {
+    const units = installedUnits();
+    expect(units[file]).toContain(from);
+    units[file] = units[file]!.replace(from, to);
+    const result = await verifyUnits(makeRoot(units), [name]);
+    expect(result.code !== 0 || result.output !== '').toBe(true);
   });
 
   it.each([
@@ -318,6 +434,8 @@ describe('systemd-analyze on the units', () => {
     ['keyplane.service', 1.5],
     ['litellm.service', 2],
     ['litellm-reload.service', 1.2],
+    [INSTANCES[0]!, 2],
+    ['litellm-lb.service', 2],
   ])('security rates %s at an exposure of at most %d (of 10)', async (unit, exposure) => {
     const dir = makeRoot(installedUnits());
     const result = await securityCheck(dir, unit, Math.round(exposure * 10));
@@ -330,5 +448,55 @@ describe('systemd-analyze on the units', () => {
       .filter((l) => !/^(NoNewPrivileges|CapabilityBoundingSet|ProtectSystem|SystemCallFilter|PrivateDevices)=/.test(l))
       .join('\n');
     expect((await securityCheck(makeRoot(units), 'keyplane.service', 15)).code).not.toBe(0);
+  });
+});
+
+describe('systemd/polkit/50-keyplane-litellm.rules', () => {
+  const rules = readFileSync(path.join(REPO, POLKIT_RULE), 'utf8');
+
+  it('is ECMAScript 5, what polkitd runs rules with', async () => {
+    const code = rules.replace(/\/\/.*$/gm, '');
+    expect(code).not.toMatch(/=>|`|\b(let|const|class)\b/);
+    const js = path.join(mkdtempSync(path.join(os.tmpdir(), 'keyplane-polkit-')), 'rule.js');
+    try {
+      writeFileSync(js, rules);
+      await expect(run(process.execPath, ['--check', js])).resolves.toBeDefined();
+    } finally {
+      rmSync(path.dirname(js), { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    ['try-restart', 'litellm.service'],
+    ['restart', 'litellm@4001.service'],
+    ['try-restart', 'litellm@4002.service'],
+    ['restart', 'litellm@65535.service'],
+  ])('lets keyplane %s %s', (verb, unit) => {
+    expect(manageUnit(rules, 'keyplane', verb, unit)).toBe('yes');
+  });
+
+  it.each([
+    ['restart', 'litellm.service'],
+    ['stop', 'litellm.service'],
+    ['start', 'litellm@4001.service'],
+    ['stop', 'litellm@4001.service'],
+    ['reload-or-restart', 'litellm@4001.service'],
+    ['restart', 'litellm@.service'],
+    ['restart', 'litellm@api.service'],
+    ['restart', 'litellm@123456.service'],
+    ['restart', 'litellm@4001.socket'],
+    ['restart', 'litellm@4001.service\n'],
+    ['restart', 'xlitellm@4001.service'],
+    ['restart', 'litellm-lb.service'],
+    ['restart', 'keyplane.service'],
+    ['restart', 'postgresql.service'],
+  ])('leaves keyplane\'s %s of %j to polkit\'s default (an admin\'s password)', (verb, unit) => {
+    expect(manageUnit(rules, 'keyplane', verb, unit)).toBe('not_handled');
+  });
+
+  it('decides nothing for another user or another action', () => {
+    expect(manageUnit(rules, 'litellm', 'restart', 'litellm@4001.service')).toBe('not_handled');
+    expect(manageUnit(rules, 'nobody', 'try-restart', 'litellm.service')).toBe('not_handled');
+    expect(polkitAnswer(rules, 'keyplane', 'org.freedesktop.systemd1.manage-unit-files', { unit: 'litellm@4001.service', verb: 'restart' })).toBe('not_handled');
   });
 });
