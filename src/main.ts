@@ -24,6 +24,11 @@ import { ProvidersService } from './features/providers/providers-service';
 import { registerProviderRoutes } from './features/providers/providers-routes';
 import { registerKeyPoolRoutes } from './features/key-pools/key-pools-routes';
 import { KeyStatesService } from './features/key-pools/key-states';
+import { RotationService } from './features/key-pools/rotation-service';
+import { registerRotationRoutes } from './features/key-pools/rotation-routes';
+import { RotationWorker, type RotationEvents } from './features/key-pools/rotation-worker';
+import { KeysSummaryStore } from './features/key-pools/keys-summary-store';
+import { registerKeysSummaryRoutes } from './features/key-pools/keys-summary-routes';
 import { DestinationsService } from './features/destinations/destinations-service';
 import { registerDestinationRoutes } from './features/destinations/destinations-routes';
 import { ModelsService } from './features/models/models-service';
@@ -48,10 +53,12 @@ import { Prober, type HealthEvents } from './health/prober';
 import { KeyHealthStore } from './health/key-health-store';
 import { registerKeyPoolMetrics } from './health/key-metrics';
 import { KeyProber, type KeyProbeEvents } from './health/key-prober';
+import { keyFinding } from './health/key-findings';
+import { sendProbe } from './health/probes';
 import { displayUrl } from './url';
 import { registerHealthRoutes } from './features/health/health-routes';
 
-export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents & KeyProbeEvents;
+export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents & KeyProbeEvents & RotationEvents;
 
 export const VERSION: string = (require('../package.json') as { version: string }).version;
 
@@ -76,6 +83,7 @@ export interface Keyplane {
   keyring: Keyring;
   platformKeys: PlatformKeysService;
   keyStates: KeyStatesService;
+  rotations: RotationService;
   providers: ProvidersService;
   models: ModelsService;
   tokens: TokensStore;
@@ -87,6 +95,8 @@ export interface Keyplane {
   prober?: Prober;
   /** Probes every pool key each round and rechecks the keys it disabled (only with the runtime). */
   keyProber?: KeyProber;
+  /** Carries rotations on (acts only while this instance leads). */
+  rotationWorker?: RotationWorker;
   health: HealthStore;
   server?: Server;
   app?: Express;
@@ -172,6 +182,17 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     let sync: SyncRuntime | undefined;
     let prober: Prober | undefined;
     let keyProber: KeyProber | undefined;
+    let rotationWorker: RotationWorker | undefined;
+    const rotations = new RotationService({
+      pool,
+      platformKeys,
+      destinations,
+      // Judged as the key prober judges a key: refused, out of credit, or fine.
+      probe: async (target) => keyFinding(await sendProbe(target, { timeoutMs: settings.healthTimeoutMs }), target.apiKey, new Date()),
+      secrets,
+      log: log.child({ component: 'rotation' }),
+      nudge: () => rotationWorker?.nudge(),
+    });
     if (runtime) {
       // Only the leader reloads; one that lost the lead leaves the rest to the new leader.
       reloads = new ReloadQueue({ reloader: createReloader(settings, { log, secrets, pool, keyring }), pool, log, alerter, emitter: events, secrets, isLeader: () => sync?.leader.isLeader ?? true, registry: metrics.registry });
@@ -206,15 +227,18 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
         shouldRun: () => leader.isLeader,
       });
       prober = new Prober({ store: health, keys: platformKeys, log, settings, registry: metrics.registry, emitter: events, alerter, shouldRun: () => leader.isLeader, keyProber });
+      rotationWorker = new RotationWorker({ pool, keyStates, loadState, events, isLeader: () => leader.isLeader, log: log.child({ component: 'rotation' }) });
     }
 
     const routes = new RouteTable();
     registerPlatformKeyRoutes(routes, platformKeys);
     registerKeyPoolRoutes(routes, { states: keyStates, platformKeys });
+    registerKeysSummaryRoutes(routes, new KeysSummaryStore(pool));
     registerDestinationRoutes(routes, destinations);
     // Before the providers' routes: /providers/health must not be taken for /providers/:slug.
     if (prober) registerHealthRoutes(routes, { store: health, prober, litellmUrl: displayUrl(settings.litellmUrl) });
     registerProviderRoutes(routes, providers);
+    registerRotationRoutes(routes, rotations);
     registerModelRoutes(routes, models);
     registerRoutingRoutes(routes, pool);
     if (sync) {
@@ -237,7 +261,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     if (runtime && !settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
 
     const kp: Keyplane = {
-      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, providers, models, tokens, audit, routes, events, sync, reloads, prober, keyProber, health,
+      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, rotations, providers, models, tokens, audit, routes, events, sync, reloads, prober, keyProber, rotationWorker, health,
       renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings, digest: (text) => fingerprints.of(text) }, o),
       stop: async () => {
         const started = Date.now();
@@ -295,6 +319,12 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       });
       if (settings.healthSchedule !== 'off') p.start();
       stoppers.push({ name: 'prober', stop: () => p.stop() });
+      // After the sync: it acts on what the renders and reloads record, and stops before them.
+      const w = rotationWorker;
+      if (w) {
+        w.start();
+        stoppers.push({ name: 'rotations', stop: () => w.stop() });
+      }
     }
     return kp;
   } catch (err) {

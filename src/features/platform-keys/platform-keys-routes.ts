@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { RouteTable } from '../../http/route-table';
-import { apiKey, envVar, name, parse, timestamp } from '../../http/validate';
+import { apiKey, envVar, name, parse, queryString, timestamp } from '../../http/validate';
+import { parseDuration } from '../../duration';
+import type { KeyState } from '../../sync/desired-state';
 import { cursorParam, limitParam, toPage } from '../../http/paging';
 import { etag, parseIfMatch, type PlatformKeysService } from './platform-keys-service';
 
@@ -13,7 +15,36 @@ export const putKeyBody = z.strictObject({
   validate: z.boolean({ error: 'must be true or false' }).optional(),
 });
 
-const listQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(name()).optional() });
+const KEY_STATES: readonly KeyState[] = ['active', 'cooling', 'disabled', 'retiring'];
+
+/** `?state=disabled` or `?state=disabled,retiring`. */
+const stateParam = queryString().transform((raw, ctx): KeyState[] => {
+  const states = [...new Set(raw.split(','))];
+  const bad = states.filter((s) => !KEY_STATES.includes(s as KeyState));
+  if (bad.length || states.length === 0) {
+    ctx.addIssue({ code: 'custom', message: `must be one or more of ${KEY_STATES.join(', ')}, separated by commas` });
+    return z.NEVER;
+  }
+  return states as KeyState[];
+});
+
+/** `?older_than=90d`: a duration with its unit. */
+const durationParam = queryString().transform((raw, ctx): number => {
+  const d = parseDuration(raw);
+  if ('problem' in d) {
+    ctx.addIssue({ code: 'custom', message: d.problem });
+    return z.NEVER;
+  }
+  return d.ms;
+});
+
+const listQuery = z.strictObject({
+  limit: limitParam(),
+  cursor: cursorParam(name()).optional(),
+  state: stateParam.optional().meta({ description: 'only keys in these states (comma-separated): active, cooling, disabled, retiring' }),
+  older_than: durationParam.optional().meta({ description: 'only keys whose current version was written longer ago than this (90d, 12h)' }),
+  provider: queryString(name()).optional().meta({ description: "only keys in this provider's pool" }),
+});
 const versionsQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(z.number().int().positive()).optional() });
 
 const rollbackBody = z.strictObject({
@@ -23,9 +54,10 @@ const rollbackBody = z.strictObject({
 export function registerPlatformKeyRoutes(table: RouteTable, svc: PlatformKeysService): void {
   const keyName = (p: Record<string, unknown>): string => parse(name(), p.name, 'name');
   table.add({
-    method: 'get', path: base, access: 'viewer', tag: 'platform-keys', summary: 'List platform keys (masked), by name; paged (?limit=1..1000, ?cursor=)',
+    method: 'get', path: base, access: 'viewer', tag: 'platform-keys',
+    summary: 'List platform keys (masked), by name; paged (?limit=1..1000, ?cursor=); filtered by ?state=, ?older_than=, ?provider=',
     query: listQuery,
-    handler: async (_req, _res, _ctx, q) => toPage(await svc.list({ limit: q.limit, after: q.cursor })),
+    handler: async (_req, _res, _ctx, q) => toPage(await svc.list({ limit: q.limit, after: q.cursor }, { states: q.state, olderThanMs: q.older_than, provider: q.provider })),
   });
   table.add({
     method: 'get', path: `${base}/:name`, access: 'viewer', tag: 'platform-keys', summary: 'One platform key (masked)', responses: { 404: 'Not found' },

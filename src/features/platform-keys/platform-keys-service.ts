@@ -7,9 +7,9 @@ import { AppError, Conflict, NotFound, PreconditionFailed, Unprocessable, Valida
 import { roleAtLeast, type RequestContext } from '../../http/principal';
 import { appendAudit, auditRow, auditStatement } from '../audit/audit-store';
 import { KeyedMutex } from '../../keyed-mutex';
-import { envVarProblem, MASTER_KEY_NAME } from '../../key-rules';
+import { envVarProblem, isReservedKey, MASTER_KEY_NAME } from '../../key-rules';
 import { pageOf, type PageRequest } from '../../http/paging';
-import { PlatformKeysStore, type KeyRow, type VersionRow } from './platform-keys-store';
+import { PlatformKeysStore, type KeyFilter, type KeyRow, type VersionRow } from './platform-keys-store';
 import { KeyHealthStore, type KeyHealthView } from '../../health/key-health-store';
 
 export interface PlatformKeyView {
@@ -123,9 +123,9 @@ export class PlatformKeysService {
     this.keyHealth = new KeyHealthStore(pool);
   }
 
-  /** One page of keys by name; `next` is the name to continue after. */
-  async list(page: PageRequest<string>): Promise<{ items: PlatformKeyView[]; next: string | undefined }> {
-    const p = pageOf(await this.store.list({ limit: page.limit + 1, after: page.after }), page.limit, (r) => r.name);
+  /** One page of keys by name that pass `filter`; `next` is the name to continue after. */
+  async list(page: PageRequest<string>, filter: KeyFilter = {}): Promise<{ items: PlatformKeyView[]; next: string | undefined }> {
+    const p = pageOf(await this.store.list({ limit: page.limit + 1, after: page.after }, filter), page.limit, (r) => r.name);
     return { items: p.items.map(toView), next: p.next };
   }
 
@@ -284,6 +284,39 @@ export class PlatformKeysService {
   private remember(view: PlatformKeyView): PlatformKeyView {
     this.heads.set(view.name, { version: view.version, envVar: view.env_var });
     return view;
+  }
+
+  /**
+   * Creates key `name` at version 1 inside the caller's transaction, with its audit row, under the
+   * rules put() applies to a new key; a key of that name already there is a 409. For a write that
+   * adds a key together with other rows (a rotation adds it to pools in the same commit).
+   */
+  async createIn(c: PoolClient, name: string, input: { value: string; envVar?: string; expiresAt: Date | null }, ctx: RequestContext, details: Record<string, unknown> = {}): Promise<PlatformKeyView> {
+    if (isReservedKey(name)) throw new ValidationFailed([{ field: 'name', rule: `${name} is LiteLLM's own key, not a provider's` }]);
+    const envVar = input.envVar ?? defaultEnvVar(name);
+    const rule = envVarProblem(envVar, name);
+    if (rule) throw new ValidationFailed([{ field: 'env_var', rule: input.envVar === undefined ? `is required here: the default ${envVar} ${rule}` : rule }]);
+    const clash = await this.store.textEqualTo(input.value, c);
+    if (clash) throw new ValidationFailed([{ field: 'api_key', rule: `equals a ${clash} already stored in clear; a key's value must be the provider's secret` }]);
+    const owner = await this.store.envVarOwner(c, envVar);
+    if (owner) throw new Conflict(`env var ${envVar} is already used by platform key ${owner}`, { env_var: envVar, used_by: owner });
+    const { jwe, kid } = await this.keyring.encrypt(input.value, platformKeyRef(name, 1));
+    const fingerprint = this.fingerprints.of(input.value);
+    const created = (
+      await c.query<KeyRow>(
+        this.store.writeVersionStatement(true, { name, envVar, version: 1, jwe, kid, fingerprint, last4: last4(input.value), expiresAt: input.expiresAt, createdBy: ctx.principal.actor }),
+      )
+    ).rows[0];
+    if (!created) throw new Conflict(`platform key ${name} already exists`, { name });
+    await appendAudit(c, {
+      actor: ctx.principal.actor,
+      action: 'platform_key.put',
+      target: `platform_key/${name}`,
+      version: 1,
+      requestId: ctx.requestId,
+      details: { env_var: envVar, fingerprint, previous_version: null, ...details },
+    });
+    return toView(created);
   }
 
   /** Writes the value of an earlier version as a new version: history is never rewritten. */

@@ -22,6 +22,16 @@ export interface KeyRow {
   replaced_by: string | null;
 }
 
+/** The incident view's filters: every one given must hold. */
+export interface KeyFilter {
+  /** In one of these states. */
+  states?: KeyState[];
+  /** The current version (the value in use) was written more than this long ago. */
+  olderThanMs?: number;
+  /** In this provider's pool. */
+  provider?: string;
+}
+
 export interface VersionRow {
   name: string;
   version: number;
@@ -58,12 +68,16 @@ const HEAD_STATE = STATE_COLUMNS.split(', ').map((c) => `h.${c}`).join(', ');
 export class PlatformKeysStore {
   constructor(private readonly pool: Pool) {}
 
-  /** Keys by name, after `page.after` (a name). */
-  async list(page: PageRequest<string>): Promise<KeyRow[]> {
+  /** Keys by name, after `page.after` (a name), that pass `filter`. */
+  async list(page: PageRequest<string>, filter: KeyFilter = {}): Promise<KeyRow[]> {
     const { rows } = await this.pool.query<KeyRow>(
       `SELECT ${KEY_COLUMNS} FROM platform_keys k JOIN platform_key_versions v ON v.name = k.name AND v.version = k.current_version
-       WHERE $1::text IS NULL OR k.name > $1 ORDER BY k.name LIMIT $2`,
-      [page.after ?? null, page.limit],
+       WHERE ($1::text IS NULL OR k.name > $1)
+         AND ($3::text[] IS NULL OR k.state = ANY ($3::text[]))
+         AND ($4::double precision IS NULL OR v.created_at < now() - $4::double precision * interval '1 millisecond')
+         AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM provider_keys pk WHERE pk.provider = $5 AND pk.key_name = k.name))
+       ORDER BY k.name LIMIT $2`,
+      [page.after ?? null, page.limit, filter.states ?? null, filter.olderThanMs ?? null, filter.provider ?? null],
     );
     return rows;
   }
