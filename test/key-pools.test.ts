@@ -90,6 +90,9 @@ describe('key pools', () => {
     const status = await sync();
     expect(poolDeployments()).toEqual([]);
     expect(JSON.stringify(status)).toContain('no_key_in_service');
+    const loud = (await t.api().get('/api/v1/admin/sync').expect(200)).body;
+    expect(loud.providers_without_keys).toEqual([{ provider: 'pooled', models: ['pooled-mini'] }]);
+    expect(loud.alert).toMatch(/1 provider\(s\) have no key in service; their models are not served: pooled/);
     expect(alerts('provider.no_keys').at(-1)).toMatchObject({ provider: 'pooled', models: ['pooled-mini'] });
     const provider = await t.api().get('/api/v1/admin/providers/pooled').expect(200);
     expect(provider.body).toMatchObject({ keys_in_service: 0, active: false });
@@ -97,6 +100,7 @@ describe('key pools', () => {
     const back = await as(operator).post('/api/v1/admin/platform-keys/pool-c/enable').send({}).expect(200);
     expect(back.body).toMatchObject({ state: 'active', state_reason: null });
     await sync();
+    expect((await t.api().get('/api/v1/admin/sync').expect(200)).body.providers_without_keys).toBeUndefined();
     expect(poolDeployments()).toEqual([{ key: 'os.environ/POOL_C_API_KEY', weight: 1 }]);
     expect(alerts('provider.keys_restored').at(-1)).toMatchObject({ provider: 'pooled', models: ['pooled-mini'] });
     await as(operator).post('/api/v1/admin/platform-keys/pool-a/enable').send({}).expect(200);

@@ -40,7 +40,22 @@ export async function syncStatus(p: SyncStatusParts): Promise<Record<string, unk
         : { path: p.writer.path(name), exists: bytes !== null, sha256: text === undefined ? null : sha256(text) };
   }
   const wanted = Number(s.reload_wanted ?? 0);
+  const skipped = (s.skipped ?? []) as Array<{ provider?: string; model_name?: string; reason?: string }>;
+  // The loud case first: providers with every key of their pool out, and the models nobody serves now.
+  const outOfKeys = new Map<string, Set<string>>();
+  for (const d of skipped) {
+    if (d.reason !== 'no_key_in_service' || !d.provider) continue;
+    const models = outOfKeys.get(d.provider) ?? new Set<string>();
+    if (d.model_name) models.add(d.model_name);
+    outOfKeys.set(d.provider, models);
+  }
   return {
+    ...(outOfKeys.size
+      ? {
+          alert: `${outOfKeys.size} provider(s) have no key in service; their models are not served: ${[...outOfKeys.keys()].sort().join(', ')}`,
+          providers_without_keys: [...outOfKeys.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([provider, models]) => ({ provider, models: [...models].sort() })),
+        }
+      : {}),
     instance: p.instanceId,
     leader: leaderView(leader, p.instanceId, p.leadsHere),
     revision: revision ?? null,
@@ -54,7 +69,7 @@ export async function syncStatus(p: SyncStatusParts): Promise<Record<string, unk
           error: s.last_error ?? null,
         }
       : null,
-    skipped: s.skipped ?? [],
+    skipped,
     warnings: s.warnings ?? [],
     pending: {
       changes: p.pending.count,
