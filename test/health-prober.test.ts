@@ -64,7 +64,9 @@ describe('prober', () => {
     await env.addProvider('p-nokey', { apiBase: fake.base('p-nokey') });
     await env.addProvider('p-off', { apiBase: fake.base('p-off'), keyName: 'p-ok', enabled: false });
     const registry = new client.Registry();
-    prober = env.prober({ registry, settings: { healthTimeoutMs: 800, litellmUrl: fake.base('litellm') } });
+    // The slow one answers after 400 ms (degraded past 200 ms); the timeout leaves it room on a loaded
+    // machine (at a load of 20, 800 ms was once not enough).
+    prober = env.prober({ registry, settings: { healthTimeoutMs: 3_000, litellmUrl: fake.base('litellm') } });
 
     const result = await prober.runNow();
 
