@@ -45,6 +45,7 @@ const SETTLE = process.env.BENCH_ROLLOUT_SETTLE;
 const GOAL_MS = 60_000;
 const POLL_MS = 20;
 const SLUG = 'drill';
+let interrupted = false;
 const MODEL = 'drill-mini';
 
 const MILESTONES = ['answered', 'served', 'done', 'files', 'replicas', 'over'] as const;
@@ -115,6 +116,7 @@ function read(file: string): string {
 /** Everything one run of drills needs, started in order and stopped in reverse (also when a start fails). */
 class Rig {
   readonly stops: Array<() => Promise<unknown>> = [];
+  private stopping: Promise<void> | undefined;
   fake!: FakeProvider;
   hp!: Haproxy;
   bench!: BenchEnv;
@@ -174,10 +176,14 @@ class Rig {
     this.stops.push(() => this.client.stop());
   }
 
-  async stop(): Promise<void> {
-    const errors: unknown[] = [];
-    for (const stop of this.stops.splice(0).reverse()) await stop().catch((err: unknown) => errors.push(err));
-    if (errors.length) throw errors[0];
+  /** Idempotent: a second call (Ctrl-C during the run's own cleanup) waits for the first. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const errors: unknown[] = [];
+      for (const stop of this.stops.splice(0).reverse()) await stop().catch((err: unknown) => errors.push(err));
+      if (errors.length) throw errors[0];
+    })();
+    return this.stopping;
   }
 
   async api(method: string, url: string, body: unknown, expect: number): Promise<unknown> {
@@ -190,6 +196,7 @@ class Rig {
   async until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!(await check())) {
+      if (this.stopping) throw new Error('stopped');
       if (Date.now() > deadline) throw new Error(`delay ${this.delay} s: not ${what} within ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
@@ -283,21 +290,17 @@ class Rig {
   }
 }
 
-async function runDelay(si: StandIns, delay: string, dir: string, dockerHost: string): Promise<Drill[]> {
-  const rig = new Rig(si, delay, dir, dockerHost);
+/** DRILLS drills in a row on one rig, each rotating out the key the one before put in. */
+async function runDrills(rig: Rig): Promise<Drill[]> {
   const rows: Drill[] = [];
-  try {
-    let key: Keyed = { name: 'drill-0', envVar: 'DRILL_0_API_KEY', value: `sk-drill-0-${randomBytes(12).toString('hex')}` };
-    await rig.start(key);
-    rig.client.start();
-    for (let n = 1; n <= DRILLS; n++) {
-      const { row, next } = await rig.drill(n, key);
-      rows.push(row);
-      key = next;
-      console.error(`delay ${delay} s, drill ${n}: old key gone from every replica after ${sec(row.ms.replicas)} s, ${row.failed} of ${row.sent} requests failed`);
-    }
-  } finally {
-    await rig.stop();
+  let key: Keyed = { name: 'drill-0', envVar: 'DRILL_0_API_KEY', value: `sk-drill-0-${randomBytes(12).toString('hex')}` };
+  await rig.start(key);
+  rig.client.start();
+  for (let n = 1; n <= DRILLS; n++) {
+    const { row, next } = await rig.drill(n, key);
+    rows.push(row);
+    key = next;
+    console.error(`delay ${rig.delay} s, drill ${n}: old key gone from every replica after ${sec(row.ms.replicas)} s, ${row.failed} of ${row.sent} requests failed`);
   }
   return rows;
 }
@@ -325,12 +328,18 @@ async function main(): Promise<void> {
   await ensureStandInImage(docker);
   const si = new StandIns(docker);
   const root = mkdtempSync(path.join(os.tmpdir(), 'kp-bench-drill-'));
-  // Ctrl-C: the same cleanup as the end of the run (containers; haproxy ends with this process).
+  let rig: Rig | undefined;
+  // Ctrl-C: the same cleanup as the end of the run (the rig's parts in reverse, then every
+  // container); the run, failing meanwhile, leaves the exit to this.
   const onSignal = (sig: NodeJS.Signals): void => {
-    void si.removeAll().finally(() => {
-      rmSync(root, { recursive: true, force: true });
-      process.exit(sig === 'SIGINT' ? 130 : 143);
-    });
+    interrupted = true;
+    void (rig?.stop() ?? Promise.resolve())
+      .catch((err: unknown) => console.error(err))
+      .finally(() => si.removeAll())
+      .finally(() => {
+        rmSync(root, { recursive: true, force: true });
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      });
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -339,7 +348,12 @@ async function main(): Promise<void> {
     for (const delay of DELAYS) {
       const dir = path.join(root, `delay-${delay}`);
       mkdirSync(dir);
-      rows.push(...(await runDelay(si, delay, dir, where)));
+      rig = new Rig(si, delay, dir, where);
+      try {
+        rows.push(...(await runDrills(rig)));
+      } finally {
+        await rig.stop();
+      }
     }
   } finally {
     await si.removeAll();
@@ -378,6 +392,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  if (interrupted) return;
   console.error(err);
   process.exit(1);
 });
