@@ -259,6 +259,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       rotationWorker = new RotationWorker({ pool, keyStates, loadState, events, isLeader: () => leader.isLeader, log: log.child({ component: 'rotation' }) });
       virtualKeyWorker = new VirtualKeyWorker({
         store: virtualKeys.store,
+        keys: virtualKeys,
         litellm: litellmAdmin,
         rotations: virtualKeyRotations,
         alerter,

@@ -14,6 +14,8 @@ import { DB_NOT_CONNECTED, isObject, proxyError, pyDict, Reply, validationError 
  * - Without a database each answers its own message: generate 500 "DB not connected", update
  *   400 "Not connected to DB!", delete 500 "Not connected to DB!", info 500 and list 500
  *   "Database not connected".
+ * - `upperboundMaxBudget` is `litellm_settings.upperbound_key_generate_params.max_budget`: a larger
+ *   max_budget is refused with 400.
  * HTTPException details that are dicts reach the client as Python's str() of the dict.
  */
 
@@ -62,7 +64,10 @@ export class FakeLitellmKeys {
   private seq = 0;
   private deleteFaults = 0;
 
-  constructor(private readonly database: () => boolean) {}
+  constructor(
+    private readonly database: () => boolean,
+    private readonly config: { upperboundMaxBudget?: number } = {},
+  ) {}
 
   /** The next `n` /key/delete calls fail as when LiteLLM loses its own database for a moment. */
   failNextDeletes(n: number): void {
@@ -94,6 +99,10 @@ export class FakeLitellmKeys {
     if (!this.database()) return proxyError(500, pyDict(DB_NOT_CONNECTED), 'internal_server_error');
     if (typeof body.max_budget === 'number' && body.max_budget < 0) {
       return proxyError(400, pyDict(`max_budget cannot be negative. Received: ${pyFloat(body.max_budget)}`), 'internal_server_error');
+    }
+    const cap = this.config.upperboundMaxBudget;
+    if (cap !== undefined && typeof body.max_budget === 'number' && body.max_budget > cap) {
+      return proxyError(400, pyDict(`max_budget is over max limit set in config - user_value=${pyFloat(body.max_budget)}; max_value=${cap}`), 'internal_server_error');
     }
     const alias = typeof body.key_alias === 'string' ? body.key_alias : null;
     if (alias !== null && this.byAlias(alias)) return aliasTaken(alias);

@@ -60,6 +60,8 @@ export interface FakeLitellmOptions {
   /** Items from LiteLLM's config.yaml: visible in GETs, with or without a database. */
   configCredentials?: FakeCredential[];
   configModels?: Array<Omit<FakeModel, 'db_model' | 'model_id'> & { model_id?: string }>;
+  /** `litellm_settings.upperbound_key_generate_params`: /key/generate refuses a max_budget above it. */
+  upperboundMaxBudget?: number;
 }
 
 const CRED_SENSITIVE = ['authorization', 'token', 'key', 'secret', 'vertex_credentials', 'credentials', 'password', 'passwd'];
@@ -97,7 +99,7 @@ export class FakeLitellm {
     this.storeModelInDb = opts.storeModelInDb ?? true;
     this.configCredentials = opts.configCredentials ?? [];
     this.configModels = (opts.configModels ?? []).map((m) => ({ ...m, model_id: m.model_id ?? randomUUID(), db_model: false }));
-    this.vkeys = new FakeLitellmKeys(() => this.database);
+    this.vkeys = new FakeLitellmKeys(() => this.database, { upperboundMaxBudget: opts.upperboundMaxBudget });
   }
 
   static async start(opts: FakeLitellmOptions): Promise<FakeLitellm> {

@@ -89,10 +89,11 @@ export class LitellmAdmin {
         return new LitellmProblem(504, 'litellm-timeout', 'LiteLLM timed out', `${said}; LiteLLM may or may not have done it: read the virtual key before trying again`);
       case 'http': {
         const s = err.status ?? 500;
-        // A request LiteLLM refused is the caller's to fix; LiteLLM failing (5xx) or refusing keyplane's own authority is not.
+        // A request LiteLLM refused is the caller's to fix; LiteLLM failing (5xx) is not.
         if (s === 404) return new LitellmProblem(404, 'litellm-not-found', 'Not found in LiteLLM', said, s);
         if (s === 400 && /already exists/i.test(said)) return new LitellmProblem(409, 'litellm-conflict', 'Conflict in LiteLLM', said, s);
-        if (s === 400 || s === 422) return new LitellmProblem(422, 'litellm-refused', 'LiteLLM refused the request', said, s);
+        // The master key is LiteLLM's admin: a 4xx refuses what was asked (an Enterprise feature, a limit in LiteLLM's config), not who asked.
+        if (s >= 400 && s < 500) return new LitellmProblem(422, 'litellm-refused', 'LiteLLM refused the request', said, s);
         return new LitellmProblem(502, 'litellm-error', 'LiteLLM failed', said, s);
       }
       default:

@@ -8,8 +8,8 @@ import type { SyncEvents } from '../../sync/sync-events';
 import { appendAudit } from '../audit/audit-store';
 import type { LitellmAdmin } from './litellm-admin';
 import type { VirtualKeyRotations } from './virtual-key-rotations';
-import { OP_FIELD } from './virtual-keys-service';
-import type { RotationRow, VirtualKeyRow, VirtualKeysStore } from './virtual-keys-store';
+import type { VirtualKeysService } from './virtual-keys-service';
+import type { RotationRow, VirtualKeysStore } from './virtual-keys-store';
 
 export interface VirtualKeyEvents {
   /** The worker looked at the deadlines (on every instance; only the leader acts). */
@@ -21,6 +21,7 @@ export interface VirtualKeyEvents {
 
 export interface VirtualKeyWorkerDeps {
   store: VirtualKeysStore;
+  keys: VirtualKeysService;
   litellm: LitellmAdmin;
   rotations: VirtualKeyRotations;
   alerter: Alerter;
@@ -160,7 +161,7 @@ export class VirtualKeyWorker {
     const retryMs = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (attempts - 1));
     const row = await this.deps.store.markFailed(r.id, error, retryMs);
     if (!row) return;
-    const fields = { alias: r.alias, rotation_id: r.id, token: r.old_token, attempts, delete_at: r.delete_at, retry_in_ms: retryMs, error };
+    const fields = { alias: r.alias, rotation_id: r.id, attempts, delete_at: r.delete_at, retry_in_ms: retryMs, error };
     if (attempts >= this.alertAfter && !r.alerted_at) {
       this.deps.log.error(`virtual key ${r.alias}: the old key could not be deleted in LiteLLM (${attempts} tries) and still works past its deadline; keyplane keeps trying`, fields);
       await this.deps.alerter.send({ type: 'virtual_key.deletion_failed', alias: r.alias, rotation_id: r.id, token: r.old_token, attempts, delete_at: r.delete_at?.toISOString() ?? null, error });
@@ -174,30 +175,6 @@ export class VirtualKeyWorker {
   /** Creates and rotations a crash left half done, older than `staleMs`. */
   private async recoverStale(): Promise<void> {
     for (const r of await this.deps.store.staleGenerating(this.staleMs)) await this.deps.rotations.recover(r);
-    for (const k of await this.deps.store.staleReservations(this.staleMs)) await this.abandonCreate(k);
-  }
-
-  /** A create whose answer was never given: the key LiteLLM may have made (found by its tag) is deleted, the alias freed. */
-  private async abandonCreate(k: VirtualKeyRow): Promise<void> {
-    let deleted: string[] = [];
-    try {
-      deleted = await this.deps.litellm.run(async (l) => {
-        const made: string[] = [];
-        for (let page = 1, pages = 1; page <= pages; page++) {
-          const p = await l.listKeys({ page, size: 100, keyAlias: k.alias });
-          pages = p.totalPages;
-          for (const key of p.keys) if (key.token && key.metadata[OP_FIELD] === k.op) made.push(key.token);
-        }
-        if (made.length) await l.deleteKeys(made);
-        return made;
-      });
-    } catch (err) {
-      this.deps.log.warn('virtual key: could not undo a create left unfinished; trying again', { alias: k.alias, err });
-      return;
-    }
-    await withTransaction(this.deps.store.pool, async (c) => {
-      await this.deps.store.unreserve(c, k.alias);
-      await appendAudit(c, { actor: ACTOR, action: 'virtual_key.create_abandoned', target: `virtual_key/${k.alias}`, details: { deleted_in_litellm: deleted, note: 'left unfinished when keyplane stopped; undone' } });
-    });
+    for (const k of await this.deps.store.staleReservations(this.staleMs)) await this.deps.keys.discardCreate(k, true);
   }
 }

@@ -116,7 +116,9 @@ export class VirtualKeysService {
     try {
       made = await this.deps.litellm.call((c) => c.generateKey({ ...generateSettings(settings, op), key_alias: alias }));
     } catch (err) {
-      await this.store.unreserve(this.deps.pool, alias);
+      // Without a master key or a database LiteLLM made nothing; otherwise its answer may have been lost after it made the key.
+      if (err instanceof LitellmProblem && (err.type === 'litellm-not-configured' || err.type === 'litellm-no-database')) await this.store.unreserve(this.deps.pool, alias);
+      else await this.discardCreate({ alias, op });
       throw err;
     }
     this.deps.secrets.add(made.key);
@@ -129,12 +131,42 @@ export class VirtualKeysService {
       }, { attempts: 1 });
     } catch (err) {
       // Nobody will ever hold this key: take it back out of LiteLLM.
-      await this.deps.litellm.run((c) => c.deleteKeys([made.token])).catch((e: unknown) => this.deps.log.warn('virtual key: could not delete a key whose record was not stored', { alias, err: e }));
-      await this.store.unreserve(this.deps.pool, alias).catch(() => undefined);
+      await this.discardCreate({ alias, op });
       throw err;
     }
     this.deps.log.info('virtual key created', { alias, created_by: ctx.principal.actor });
     return { key: made.key, view: (await this.views([row]))[0]! };
+  }
+
+  /**
+   * Undoes a create that did not finish: the key LiteLLM may have made for it (found by its tag;
+   * its answer never reached anyone) is deleted and the alias freed. When LiteLLM cannot be asked,
+   * the reservation stays for the leader to try again (the VirtualKeyWorker calls this too).
+   */
+  async discardCreate(k: { alias: string; op: string }, abandoned = false): Promise<boolean> {
+    let deleted: string[];
+    try {
+      deleted = await this.deps.litellm.run(async (l) => {
+        const made: string[] = [];
+        for (let page = 1, pages = 1; page <= pages; page++) {
+          const p = await l.listKeys({ page, size: LIST_PAGE, keyAlias: k.alias });
+          pages = p.totalPages;
+          for (const key of p.keys) if (key.token && key.metadata[OP_FIELD] === k.op) made.push(key.token);
+        }
+        if (made.length) await l.deleteKeys(made);
+        return made;
+      });
+    } catch (err) {
+      this.deps.log.warn('virtual key: could not undo an unfinished create in LiteLLM; the leader tries again', { alias: k.alias, err });
+      return false;
+    }
+    await withTransaction(this.deps.pool, async (c) => {
+      await this.store.unreserve(c, k.alias);
+      if (abandoned) {
+        await appendAudit(c, { actor: 'keyplane', action: 'virtual_key.create_abandoned', target: `virtual_key/${k.alias}`, details: { deleted_in_litellm: deleted, note: 'left unfinished when keyplane stopped; undone' } });
+      }
+    });
+    return true;
   }
 
   async get(alias: string): Promise<VirtualKeyView> {
