@@ -98,7 +98,7 @@ export class VirtualKeyRotations {
       });
     } catch (err) {
       // The same Idempotency-Key sent twice at once: the one that committed first is the rotation.
-      if (idempotencyKey !== undefined && (err as { code?: string }).code === '23505') {
+      if (idempotencyKey !== undefined && (err instanceof AppError || (err as { code?: string }).code === '23505')) {
         const prior = await this.replay(idempotencyKey, digest!);
         if (prior) return prior;
       }

@@ -109,8 +109,11 @@ export class VirtualKeysService {
     try {
       await this.store.reserve(this.deps.pool, alias, settings, op, ctx.principal.actor);
     } catch (err) {
-      if ((err as { code?: string }).code === '23505') throw new Conflict(`virtual key ${alias} exists: rotate it (POST .../${alias}/rotate) or delete it first`, { alias });
-      throw err;
+      if ((err as { code?: string }).code !== '23505') throw err;
+      if ((await this.store.get(alias))?.status === 'creating') {
+        throw new Conflict(`virtual key ${alias} is being created, or its create did not finish (LiteLLM did not answer); keyplane undoes that once LiteLLM answers: try again in a few minutes`, { alias });
+      }
+      throw new Conflict(`virtual key ${alias} exists: rotate it (POST .../${alias}/rotate) or delete it first`, { alias });
     }
     let made;
     try {
