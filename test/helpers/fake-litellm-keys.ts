@@ -206,7 +206,7 @@ export class FakeLitellmKeys {
     const slice = all.slice((page - 1) * size, page * size);
     const full = q.get('return_full_object') === 'true';
     return new Reply(200, {
-      keys: slice.map((k) => (full ? { ...this.row(k), token: k.token, api_key: k.token } : k.token)),
+      keys: slice.map((k) => (full ? { ...this.row(k), token: k.token, api_key: null } : k.token)),
       total_count: all.length,
       current_page: page,
       total_pages: Math.ceil(all.length / size),
