@@ -35,6 +35,12 @@ import { ModelsService } from './features/models/models-service';
 import { registerModelRoutes } from './features/models/models-routes';
 import { registerRoutingRoutes } from './features/routing/routing-routes';
 import { registerByokRoutes } from './features/byok/byok-routes';
+import { LitellmAdmin } from './features/virtual-keys/litellm-admin';
+import { VirtualKeysService } from './features/virtual-keys/virtual-keys-service';
+import { VirtualKeyRotations } from './features/virtual-keys/virtual-key-rotations';
+import { VirtualKeyWorker, type VirtualKeyEvents } from './features/virtual-keys/virtual-key-worker';
+import { registerVirtualKeyRoutes } from './features/virtual-keys/virtual-keys-routes';
+import { LitellmStateStore } from './litellm/litellm-state-store';
 import { SafeEmitter } from './events';
 import { LogAlerter, type Alerter } from './alerts/alerter';
 import { WebhookAlerter } from './alerts/webhook';
@@ -58,7 +64,7 @@ import { sendProbe } from './health/probes';
 import { displayUrl } from './url';
 import { registerHealthRoutes } from './features/health/health-routes';
 
-export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents & KeyProbeEvents & RotationEvents;
+export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents & KeyProbeEvents & RotationEvents & VirtualKeyEvents;
 
 export const VERSION: string = (require('../package.json') as { version: string }).version;
 
@@ -97,6 +103,11 @@ export interface Keyplane {
   keyProber?: KeyProber;
   /** Carries rotations on (acts only while this instance leads). */
   rotationWorker?: RotationWorker;
+  /** LiteLLM's virtual keys, made and changed through its /key/* API. */
+  virtualKeys: VirtualKeysService;
+  virtualKeyRotations: VirtualKeyRotations;
+  /** Deletes old virtual keys at their deadline (acts only while this instance leads). */
+  virtualKeyWorker?: VirtualKeyWorker;
   health: HealthStore;
   server?: Server;
   app?: Express;
@@ -183,6 +194,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     let prober: Prober | undefined;
     let keyProber: KeyProber | undefined;
     let rotationWorker: RotationWorker | undefined;
+    let virtualKeyWorker: VirtualKeyWorker | undefined;
     const rotations = new RotationService({
       pool,
       platformKeys,
@@ -192,6 +204,23 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       secrets,
       log: log.child({ component: 'rotation' }),
       nudge: () => rotationWorker?.nudge(),
+    });
+    const litellmAdmin = new LitellmAdmin({
+      url: settings.litellmUrl,
+      masterKey: settings.litellmMasterKey,
+      pool,
+      // The same record of the master key version LiteLLM accepts as the litellm-api reloader keeps.
+      state: new LitellmStateStore(pool, (jwe, ref) => keyring.decrypt(jwe, ref)),
+    });
+    const virtualKeys = new VirtualKeysService({ pool, litellm: litellmAdmin, secrets, log: log.child({ component: 'virtual-keys' }) });
+    const virtualKeyRotations = new VirtualKeyRotations({
+      pool,
+      keys: virtualKeys,
+      litellm: litellmAdmin,
+      fingerprint: (text) => fingerprints.of(text),
+      secrets,
+      log: log.child({ component: 'virtual-keys' }),
+      nudge: () => virtualKeyWorker?.nudge(),
     });
     if (runtime) {
       // Only the leader reloads; one that lost the lead leaves the rest to the new leader.
@@ -228,6 +257,16 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       });
       prober = new Prober({ store: health, keys: platformKeys, log, settings, registry: metrics.registry, emitter: events, alerter, shouldRun: () => leader.isLeader, keyProber });
       rotationWorker = new RotationWorker({ pool, keyStates, loadState, events, isLeader: () => leader.isLeader, log: log.child({ component: 'rotation' }) });
+      virtualKeyWorker = new VirtualKeyWorker({
+        store: virtualKeys.store,
+        keys: virtualKeys,
+        litellm: litellmAdmin,
+        rotations: virtualKeyRotations,
+        alerter,
+        events,
+        isLeader: () => leader.isLeader,
+        log: log.child({ component: 'virtual-keys' }),
+      });
     }
 
     const routes = new RouteTable();
@@ -248,6 +287,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     registerAuditRoutes(routes, audit);
     registerTokenRoutes(routes, tokens);
     registerByokRoutes(routes, { pool, keyring, fingerprints });
+    registerVirtualKeyRoutes(routes, { keys: virtualKeys, rotations: virtualKeyRotations });
 
     const auth = new Authenticator({
       adminToken: settings.adminToken,
@@ -261,7 +301,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     if (runtime && !settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
 
     const kp: Keyplane = {
-      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, rotations, providers, models, tokens, audit, routes, events, sync, reloads, prober, keyProber, rotationWorker, health,
+      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, rotations, providers, models, tokens, audit, routes, events, sync, reloads, prober, keyProber, rotationWorker, virtualKeys, virtualKeyRotations, virtualKeyWorker, health,
       renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings, digest: (text) => fingerprints.of(text) }, o),
       stop: async () => {
         const started = Date.now();
@@ -324,6 +364,11 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
       if (w) {
         w.start();
         stoppers.push({ name: 'rotations', stop: () => w.stop() });
+      }
+      const v = virtualKeyWorker;
+      if (v) {
+        v.start();
+        stoppers.push({ name: 'virtual-keys', stop: () => v.stop() });
       }
     }
     return kp;

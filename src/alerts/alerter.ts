@@ -10,7 +10,9 @@ export interface AlertEvent {
     | 'key.state_changed'
     | 'provider.no_keys'
     | 'provider.keys_restored'
-    | 'key.credit_low';
+    | 'key.credit_low'
+    | 'virtual_key.deletion_failed'
+    | 'virtual_key.deletion_recovered';
   at: string;
   instance: string;
   [field: string]: unknown;

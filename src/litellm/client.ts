@@ -1,10 +1,11 @@
 import { trimSlashes } from '../url';
 import { displayUrl } from '../url';
 /**
- * A typed client for LiteLLM's HTTP API: health, credentials and database models.
+ * A typed client for LiteLLM's HTTP API: health, credentials, database models and virtual keys.
  *
  * Shapes follow LiteLLM's own endpoints (litellm/proxy/credential_endpoints/endpoints.py,
- * litellm/proxy/management_endpoints/model_management_endpoints.py). Errors never carry the
+ * litellm/proxy/management_endpoints/model_management_endpoints.py,
+ * litellm/proxy/management_endpoints/key_management_endpoints.py). Errors never carry the
  * master key or a credential value: LiteLLM's own messages are cut short and scrubbed first.
  */
 
@@ -46,6 +47,58 @@ export interface ModelPatch {
   model_info?: Record<string, unknown>;
 }
 
+/** A virtual key's settings as `/key/generate` and `/key/update` take them (null clears, where LiteLLM allows it). */
+export interface VirtualKeySettings {
+  key_alias?: string;
+  models?: string[];
+  max_budget?: number | null;
+  budget_duration?: string;
+  rpm_limit?: number | null;
+  tpm_limit?: number | null;
+  /** `30d`, ...; null: never expires (update only). */
+  duration?: string | null;
+  metadata?: Record<string, unknown>;
+}
+
+export interface NewVirtualKey extends VirtualKeySettings {
+  key_alias: string;
+  /** What the key has spent already (a rotation carries the old key's spend over to the new one). */
+  spend?: number;
+}
+
+/** `/key/generate`'s answer: the key itself (shown once), LiteLLM's hash of it, and its abbreviation. */
+export interface GeneratedKey {
+  key: string;
+  /** sha256 of the key, LiteLLM's id for it in every other call. */
+  token: string;
+  /** `sk-...abcd`, as LiteLLM stores it. */
+  keyName: string | null;
+  expires: string | null;
+}
+
+/** A virtual key as `/key/info` and `/key/list?return_full_object=true` describe it (never the key). */
+export interface VirtualKeyInfo {
+  /** Present in `/key/list` (LiteLLM drops it from `/key/info`). */
+  token: string | null;
+  key_alias: string | null;
+  key_name: string | null;
+  spend: number;
+  max_budget: number | null;
+  budget_duration: string | null;
+  budget_reset_at: string | null;
+  expires: string | null;
+  blocked: boolean | null;
+  models: string[];
+  rpm_limit: number | null;
+  tpm_limit: number | null;
+  metadata: Record<string, unknown>;
+}
+
+export interface VirtualKeyPage {
+  keys: VirtualKeyInfo[];
+  totalPages: number;
+}
+
 export interface Readiness {
   status: string;
   /** `connected` when LiteLLM has its database, `Not connected` otherwise. */
@@ -84,7 +137,8 @@ export interface LitellmClientOptions {
   timeoutMs?: number;
 }
 
-const NO_DATABASE = /no connected db|db not connected|no db connected/i;
+// Each of LiteLLM's ways to say it has no database (the /key/* endpoints alone have four).
+const NO_DATABASE = /no connected db|db not connected|no db connected|not connected to db|database not connected/i;
 const STORE_MODEL_IN_DB = /STORE_MODEL_IN_DB/;
 const MAX_DETAIL = 300;
 
@@ -180,6 +234,45 @@ export class LitellmClient {
 
   async deleteModel(id: string): Promise<void> {
     await this.write(`POST /model/delete (${id})`, 'POST', '/model/delete', { id }, []);
+  }
+
+  /** `POST /key/generate`. The answer holds the key: it is returned, never put in an error or a log. */
+  async generateKey(k: NewVirtualKey): Promise<GeneratedKey> {
+    const op = `POST /key/generate (${k.key_alias})`;
+    const o = asObject(await this.request(op, 'POST', '/key/generate', { body: k }), op);
+    // LiteLLM answers `token` (and `token_id`) with the hash, `key` with the key itself.
+    const token = typeof o.token_id === 'string' ? o.token_id : o.token;
+    if (typeof o.key !== 'string' || typeof token !== 'string' || !token || o.key === token) throw new LitellmApiError('bad-response', op, `${op}: the answer has no key and token`);
+    return { key: o.key, token, keyName: typeof o.key_name === 'string' ? o.key_name : null, expires: typeof o.expires === 'string' ? o.expires : null };
+  }
+
+  /** `POST /key/update` by the key's hash; only the fields given are changed. */
+  async updateKey(token: string, settings: VirtualKeySettings): Promise<VirtualKeyInfo> {
+    const op = `POST /key/update (${settings.key_alias ?? 'by hash'})`;
+    return keyInfo(asObject(await this.request(op, 'POST', '/key/update', { body: { ...settings, key: token } }), op));
+  }
+
+  /** `POST /key/delete` by hashes. LiteLLM answers 404 when none of them exists. */
+  async deleteKeys(tokens: string[]): Promise<void> {
+    const op = `POST /key/delete (${tokens.length} key(s))`;
+    await this.request(op, 'POST', '/key/delete', { body: { keys: tokens } });
+  }
+
+  /** `GET /key/info?key=<hash>`: spend and budget. LiteLLM answers 404 for a key it does not have. */
+  async keyInfo(token: string): Promise<VirtualKeyInfo> {
+    const op = 'GET /key/info';
+    const o = asObject(await this.request(op, 'GET', `/key/info?key=${encodeURIComponent(token)}`), op);
+    return { ...keyInfo(asObject(o.info, op)), token };
+  }
+
+  /** One page of `GET /key/list` with whole key objects (LiteLLM pages at most 100 a time). */
+  async listKeys(opts: { page: number; size: number; keyAlias?: string }): Promise<VirtualKeyPage> {
+    const op = 'GET /key/list';
+    const q = new URLSearchParams({ page: String(opts.page), size: String(opts.size), return_full_object: 'true' });
+    if (opts.keyAlias !== undefined) q.set('key_alias', opts.keyAlias);
+    const o = asObject(await this.request(op, 'GET', `/key/list?${q}`), op);
+    if (!Array.isArray(o.keys)) throw new LitellmApiError('bad-response', op, `${op}: the answer has no keys list`);
+    return { keys: o.keys.map((k) => keyInfo(asObject(k, op))), totalPages: typeof o.total_pages === 'number' ? o.total_pages : 0 };
   }
 
   private async write(op: string, method: string, path: string, body: unknown, sentSecrets: string[]): Promise<void> {
@@ -286,6 +379,28 @@ function errorMessage(body: unknown): string {
   if (typeof body.message === 'string') return body.message;
   if (body.detail !== undefined) return typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail);
   return JSON.stringify(body);
+}
+
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/** The fields of LiteLLM's key row that keyplane reads (LiteLLM_VerificationToken). */
+function keyInfo(o: Record<string, unknown>): VirtualKeyInfo {
+  return {
+    token: str(o.token),
+    key_alias: str(o.key_alias),
+    key_name: str(o.key_name),
+    spend: num(o.spend) ?? 0,
+    max_budget: num(o.max_budget),
+    budget_duration: str(o.budget_duration),
+    budget_reset_at: str(o.budget_reset_at),
+    expires: str(o.expires),
+    blocked: typeof o.blocked === 'boolean' ? o.blocked : null,
+    models: Array.isArray(o.models) ? o.models.filter((m): m is string => typeof m === 'string') : [],
+    rpm_limit: num(o.rpm_limit),
+    tpm_limit: num(o.tpm_limit),
+    metadata: isObject(o.metadata) ? o.metadata : {},
+  };
 }
 
 function networkCode(err: unknown): string | undefined {

@@ -31,6 +31,11 @@ export interface TestAppOptions {
   /** Reuse a database instead of cloning a new one (two instances on one database). */
   db?: TestDatabase;
   masterKey?: string;
+  /**
+   * Values keyplane hands out once and never keeps (virtual keys): the scan allows each in at most
+   * one response, and in no log line and nowhere in the database.
+   */
+  shownOnce?: () => string[];
 }
 
 /** The whole keyplane against its own cloned database, on 127.0.0.1 with a free port, files in a temp dir. */
@@ -68,13 +73,15 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     async close() {
       // The secret scan: every value stored through this app, looked for in its logs and responses.
       const secrets = await storedSecrets(kp).catch(() => []);
+      const once = opts.shownOnce?.() ?? [];
+      const stored = once.length ? await databaseText(kp) : '';
       await kp.stop();
       // supertest's requests go through Node's keep-alive global agent; its idle sockets to the
       // stopped server would otherwise hold the test process open for the agent's timeout.
       http.globalAgent.destroy();
       if (!opts.db) await db.drop();
       rmSync(dir, { recursive: true, force: true });
-      const leaks = findLeaks(secrets, [{ where: 'the log', text: captured }, ...responses]);
+      const leaks = [...findLeaks(secrets, [{ where: 'the log', text: captured }, ...responses]), ...findRepeats(once, captured, responses, stored)];
       if (leaks.length) throw new Error(`secret scan: ${leaks.length} stored secret value(s) leaked: ${leaks.join('; ')}`);
     },
   };
@@ -120,6 +127,26 @@ async function storedSecrets(kp: Keyplane): Promise<string[]> {
     }
   }
   return out.filter((v) => v.length >= 8);
+}
+
+/** Every row of every table of keyplane's database, as text. */
+async function databaseText(kp: Keyplane): Promise<string> {
+  const { rows: tables } = await kp.pool.query<{ t: string }>(`SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = 'public'`);
+  let out = '';
+  for (const { t } of tables) for (const r of (await kp.pool.query<{ row: string }>(`SELECT x::text AS row FROM ${t} x`)).rows) out += `${r.row}\n`;
+  return out;
+}
+
+/** Values shown once: in more than one response, in the log, or stored anywhere. */
+export function findRepeats(values: string[], log: string, responses: Array<{ where: string; text: string }>, stored: string): string[] {
+  const leaks: string[] = [];
+  for (const v of values) {
+    const shown = responses.filter((r) => r.text.includes(v)).map((r) => r.where);
+    if (shown.length > 1) leaks.push(`the value ending in ${v.slice(-4)} was shown ${shown.length} times (${shown.join(', ')})`);
+    if (log.includes(v)) leaks.push(`the log holds the value ending in ${v.slice(-4)}`);
+    if (stored.includes(v)) leaks.push(`the database holds the value ending in ${v.slice(-4)}`);
+  }
+  return leaks;
 }
 
 export function findLeaks(secrets: string[], texts: Array<{ where: string; text: string }>): string[] {

@@ -1,6 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { FakeLitellmKeys } from './fake-litellm-keys';
+import { DB_NOT_CONNECTED, isObject, proxyError, pyDict, Reply, returnedProxyError, validationError } from './litellm-replies';
 
 /**
  * A small stand-in for LiteLLM's admin API, built from LiteLLM's own request and response shapes
@@ -21,6 +23,7 @@ import type { AddressInfo } from 'node:net';
  * - Without a database: readiness says `"db": "Not connected"`, reads serve only "config" items,
  *   writes fail with LiteLLM's own messages, and a wrong key gets 400 "No connected db.".
  * - A wrong master key with a database gets 401 and a message echoing the key's last 4 characters.
+ * - Virtual keys (`/key/*`): see fake-litellm-keys.ts.
  *
  * `cutAfterWrites` is a fault, not a LiteLLM behaviour: the connection goes away mid-apply, as when
  * the process that writes to LiteLLM dies, and the last write is applied with its answer lost.
@@ -57,26 +60,22 @@ export interface FakeLitellmOptions {
   /** Items from LiteLLM's config.yaml: visible in GETs, with or without a database. */
   configCredentials?: FakeCredential[];
   configModels?: Array<Omit<FakeModel, 'db_model' | 'model_id'> & { model_id?: string }>;
+  /** `litellm_settings.upperbound_key_generate_params`: /key/generate refuses a max_budget above it. */
+  upperboundMaxBudget?: number;
 }
 
 const CRED_SENSITIVE = ['authorization', 'token', 'key', 'secret', 'vertex_credentials', 'credentials', 'password', 'passwd'];
 const POPPED_PARAMS = ['api_key', 'client_secret', 'vertex_credentials', 'vertex_ai_credentials', 'aws_access_key_id', 'aws_secret_access_key'];
 const PARAM_DEFAULTS = { use_in_pass_through: false, use_litellm_proxy: false, merge_reasoning_content_in_choices: false };
 const PARAM_SENSITIVE = new Set(['password', 'secret', 'key', 'token', 'auth', 'authorization', 'credential', 'credentials', 'secrets', 'passwords', 'access', 'private', 'certificate', 'certificates', 'fingerprint', 'tenancy']);
-const DB_NOT_CONNECTED = 'DB not connected. See https://docs.litellm.ai/docs/proxy/virtual_keys';
 const NO_DB_CONNECTED = "No DB Connected. Here's how to do it - https://docs.litellm.ai/docs/proxy/virtual_keys";
-
-class Reply {
-  constructor(
-    readonly status: number,
-    readonly body: unknown,
-  ) {}
-}
 
 export class FakeLitellm {
   readonly credentials = new Map<string, FakeCredential>();
   readonly models = new Map<string, FakeModel>();
   readonly requests: RecordedRequest[] = [];
+  /** Virtual keys (`/key/*`). */
+  readonly vkeys: FakeLitellmKeys;
   /** Every masked string this fake has served; a write that carries one echoes a masked value. */
   readonly served = new Set<string>();
   maskedEchoes = 0;
@@ -100,6 +99,7 @@ export class FakeLitellm {
     this.storeModelInDb = opts.storeModelInDb ?? true;
     this.configCredentials = opts.configCredentials ?? [];
     this.configModels = (opts.configModels ?? []).map((m) => ({ ...m, model_id: m.model_id ?? randomUUID(), db_model: false }));
+    this.vkeys = new FakeLitellmKeys(() => this.database, { upperboundMaxBudget: opts.upperboundMaxBudget });
   }
 
   static async start(opts: FakeLitellmOptions): Promise<FakeLitellm> {
@@ -169,7 +169,7 @@ export class FakeLitellm {
     let reply: Reply;
     try {
       body = raw ? JSON.parse(raw) : undefined;
-      reply = this.route(req.method ?? 'GET', new URL(req.url ?? '/', 'http://x').pathname, req.headers.authorization, body);
+      reply = this.route(req.method ?? 'GET', new URL(req.url ?? '/', 'http://x'), req.headers.authorization, body);
     } catch {
       body = raw;
       reply = new Reply(422, { detail: [{ type: 'json_invalid', loc: ['body', 0], msg: 'JSON decode error' }] });
@@ -185,7 +185,8 @@ export class FakeLitellm {
     res.end(JSON.stringify(reply.body));
   }
 
-  private route(method: string, path: string, authorization: string | undefined, body: unknown): Reply {
+  private route(method: string, url: URL, authorization: string | undefined, body: unknown): Reply {
+    const path = url.pathname;
     if (method === 'GET' && path === '/health/liveliness') return new Reply(200, "I'm alive!");
     if (method === 'GET' && path === '/health/readiness') {
       return new Reply(200, { status: 'healthy', db: this.database ? 'connected' : 'Not connected', cache: null, litellm_version: '1.81.15', success_callbacks: [] });
@@ -203,7 +204,7 @@ export class FakeLitellm {
     const upd = /^\/model\/([^/]+)\/update$/.exec(path);
     if (upd && method === 'PATCH') return this.patchModel(decodeURIComponent(upd[1]!), body);
     if (method === 'POST' && path === '/model/delete') return this.deleteModel(body);
-    return new Reply(404, { detail: 'Not Found' });
+    return this.vkeys.route(method, url, body) ?? new Reply(404, { detail: 'Not Found' });
   }
 
   private authenticate(authorization: string | undefined): Reply | undefined {
@@ -386,30 +387,6 @@ function pyStr(v: unknown): string {
   if (v === null || v === undefined) return 'None';
   if (typeof v === 'boolean') return v ? 'True' : 'False';
   return String(v);
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** A raised ProxyException as LiteLLM's exception handler renders it. */
-function proxyError(status: number, message: string, type: string, param: string | null = 'None'): Reply {
-  return new Reply(status, { error: { message, type, param, code: String(status) } });
-}
-
-/** A ProxyException *returned* from a handler: FastAPI serialises its attributes with status 200. */
-function returnedProxyError(code: number, message: string): Reply {
-  return new Reply(200, { message, type: 'internal_server_error', param: 'None', openai_code: code, code: String(code), headers: {} });
-}
-
-function validationError(fields: string[]): Reply {
-  return new Reply(422, { detail: fields.map((f) => ({ type: 'missing', loc: ['body', f], msg: 'Field required' })) });
-}
-
-/** How Python prints `{"error": text}`, which is what LiteLLM puts in a message built from an HTTPException detail. */
-function pyDict(text: string): string {
-  const quoted = text.includes("'") && !text.includes('"') ? `"${text}"` : `'${text.replace(/'/g, "\\'")}'`;
-  return `{'error': ${quoted}}`;
 }
 
 function containsAny(value: unknown, needles: Set<string>): boolean {
