@@ -6,6 +6,7 @@ import type { ReloadEvents } from '../../reload/reload-queue';
 import type { DesiredState } from '../../sync/desired-state';
 import { eligibility } from '../../sync/eligibility';
 import type { SyncEvents } from '../../sync/sync-events';
+import { LookLoop } from '../../jobs/look-loop';
 import { appendAudit } from '../audit/audit-store';
 import type { KeyStatesService, Transition } from './key-states';
 import { RotationStore, type RotationRow, type RotationStatus, type RotationStep, type StepName } from './rotation-store';
@@ -44,10 +45,7 @@ const ACTOR = { actor: 'keyplane' };
 export class RotationWorker {
   readonly store: RotationStore;
   private readonly pollMs: number;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = true;
+  private readonly looks = new LookLoop(() => this.lookOnce());
   private offs: Array<() => void> = [];
 
   constructor(private readonly deps: RotationWorkerDeps) {
@@ -56,56 +54,40 @@ export class RotationWorker {
   }
 
   start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
+    if (!this.looks.stopped) return;
     const look = (): void => this.nudge();
     this.offs = [this.deps.events.on('render:done', look), this.deps.events.on('reload:done', look), this.deps.events.on('leader:acquired', look)];
-    this.nudge();
+    this.looks.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
     for (const off of this.offs.splice(0)) off();
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    while (this.running) await this.running;
+    await this.looks.stop();
   }
 
   /** Looks at the open rotations now (once more after the current look, when one runs). */
   nudge(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.loop().finally(() => (this.running = undefined));
+    this.looks.nudge();
   }
 
-  private async loop(): Promise<void> {
-    do {
-      this.again = false;
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = undefined;
-      let wait = this.pollMs;
-      try {
-        if (this.deps.isLeader()) {
-          let failed = false;
-          for (const id of await this.store.openIds()) {
-            if (this.stopped) return;
-            if (!(await this.advance(id))) failed = true;
-          }
-          const deadline = await this.store.msToNextDeadline();
-          // A step that failed is tried again, but not in a tight loop at a deadline already passed.
-          if (deadline !== undefined) wait = Math.min(wait, Math.max(deadline + 5, failed ? RETRY_MS : 0));
+  /** One look at the open rotations; returns the wait until the next. */
+  private async lookOnce(): Promise<number> {
+    let wait = this.pollMs;
+    try {
+      if (this.deps.isLeader()) {
+        let failed = false;
+        for (const id of await this.store.openIds()) {
+          if (this.looks.stopped) return wait;
+          if (!(await this.advance(id))) failed = true;
         }
-      } catch (err) {
-        this.deps.log.warn('rotation: could not look at the open rotations; trying again', { err });
+        const deadline = await this.store.msToNextDeadline();
+        // A step that failed is tried again, but not in a tight loop at a deadline already passed.
+        if (deadline !== undefined) wait = Math.min(wait, Math.max(deadline + 5, failed ? RETRY_MS : 0));
       }
-      if (!this.stopped) {
-        this.timer = setTimeout(() => this.nudge(), wait);
-        this.timer.unref();
-      }
-    } while (this.again && !this.stopped);
+    } catch (err) {
+      this.deps.log.warn('rotation: could not look at the open rotations; trying again', { err });
+    }
+    return wait;
   }
 
   /** One step of one rotation, in one transaction; its key state change is announced after the commit. False when it failed. */

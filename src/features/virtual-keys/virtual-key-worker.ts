@@ -5,6 +5,7 @@ import { AppError } from '../../http/errors';
 import { LitellmApiError } from '../../litellm/client';
 import type { Logger } from '../../log';
 import type { SyncEvents } from '../../sync/sync-events';
+import { LookLoop } from '../../jobs/look-loop';
 import { appendAudit } from '../audit/audit-store';
 import type { LitellmAdmin } from './litellm-admin';
 import type { VirtualKeyRotations } from './virtual-key-rotations';
@@ -56,10 +57,7 @@ export class VirtualKeyWorker {
   private readonly retryMaxMs: number;
   private readonly alertAfter: number;
   private readonly staleMs: number;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = true;
+  private readonly looks = new LookLoop(() => this.lookOnce());
   private offs: Array<() => void> = [];
 
   constructor(private readonly deps: VirtualKeyWorkerDeps) {
@@ -71,59 +69,43 @@ export class VirtualKeyWorker {
   }
 
   start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
+    if (!this.looks.stopped) return;
     this.offs = [this.deps.events.on('leader:acquired', () => this.nudge())];
-    this.nudge();
+    this.looks.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
     for (const off of this.offs.splice(0)) off();
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    while (this.running) await this.running;
+    await this.looks.stop();
   }
 
   /** Looks now (once more after the current look, when one runs). */
   nudge(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.loop().finally(() => (this.running = undefined));
+    this.looks.nudge();
   }
 
-  private async loop(): Promise<void> {
-    do {
-      this.again = false;
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = undefined;
-      let wait = this.pollMs;
-      const leader = this.deps.isLeader();
-      let deleted = 0;
-      let failed = 0;
-      try {
-        if (leader) {
-          for (const r of await this.deps.store.due()) {
-            if (this.stopped) return;
-            if (await this.deleteOld(r)) deleted++;
-            else failed++;
-          }
-          await this.recoverStale();
-          const next = await this.deps.store.msToNext();
-          if (next !== undefined) wait = Math.min(wait, next + 5);
+  /** One look at the deadlines; returns the wait until the next. */
+  private async lookOnce(): Promise<number> {
+    let wait = this.pollMs;
+    const leader = this.deps.isLeader();
+    let deleted = 0;
+    let failed = 0;
+    try {
+      if (leader) {
+        for (const r of await this.deps.store.due()) {
+          if (this.looks.stopped) return wait;
+          if (await this.deleteOld(r)) deleted++;
+          else failed++;
         }
-      } catch (err) {
-        this.deps.log.warn('virtual keys: could not look at the deadlines; trying again', { err });
+        await this.recoverStale();
+        const next = await this.deps.store.msToNext();
+        if (next !== undefined) wait = Math.min(wait, next + 5);
       }
-      this.deps.events.emit('virtual-key:looked', { leader, deleted, failed });
-      if (!this.stopped) {
-        this.timer = setTimeout(() => this.nudge(), wait);
-        this.timer.unref();
-      }
-    } while (this.again && !this.stopped);
+    } catch (err) {
+      this.deps.log.warn('virtual keys: could not look at the deadlines; trying again', { err });
+    }
+    this.deps.events.emit('virtual-key:looked', { leader, deleted, failed });
+    return wait;
   }
 
   /** Deletes one old key; false when LiteLLM failed (the next try is scheduled). */
