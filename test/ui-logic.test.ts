@@ -75,7 +75,7 @@ describe('numbers and times', () => {
   });
 
   it('fingerprints and details are cut to fit, whole in the title', () => {
-    expect(shortFingerprint('hmac:0123456789abcdef0123')).toBe('0123456789ab…');
+    expect(shortFingerprint('hmac-sha256:0123456789abcdef0123')).toBe('0123456789ab…');
     expect(shortFingerprint(undefined)).toBe('–');
     expect(compactJson({ a: 'x'.repeat(400) }).length).toBe(300);
     expect(compactJson(null)).toBe('');
@@ -131,13 +131,16 @@ describe('server-sent events, read with fetch', () => {
 
 describe('roles decide what is shown', () => {
   it('a viewer sees no button that changes anything, and no audit page', () => {
-    for (const a of ['rotate', 'disable', 'rollback', 'delete-key', 'sync-now', 'health-check', 'virtual-keys-write', 'audit'] as const) expect(can('viewer', a)).toBe(false);
+    for (const a of ['rotate', 'disable', 'rollback', 'delete-key', 'sync-now', 'health-check', 'virtual-key-issue', 'virtual-key-delete', 'audit'] as const) expect(can('viewer', a)).toBe(false);
     expect(pagesFor('viewer').map((p) => p.id)).toEqual(['overview', 'keys', 'virtual-keys', 'models', 'sync']);
   });
 
-  it('an operator rotates but does not read the audit trail; an admin does everything', () => {
+  it('an operator rotates provider keys and deletes virtual keys, but neither issues virtual keys nor reads the audit trail; an admin does everything', () => {
     expect(can('operator', 'rotate')).toBe(true);
+    expect(can('operator', 'virtual-key-delete')).toBe(true);
+    expect(can('operator', 'virtual-key-issue')).toBe(false);
     expect(can('operator', 'audit')).toBe(false);
+    expect(can('admin', 'virtual-key-issue')).toBe(true);
     expect(pagesFor('admin').map((p) => p.id)).toContain('audit');
     expect(can('admin', 'delete-key')).toBe(true);
   });
@@ -230,27 +233,28 @@ describe('models and routing', () => {
 
 describe('the virtual keys form', () => {
   it('sends what was filled in, as the API types it', () => {
-    expect(virtualKeyBody({ alias: ' team-a ', models: 'gpt, claude gpt', max_budget: '12.5', budget_duration: '30d', rpm_limit: '60', tpm_limit: '' })).toEqual({
-      body: { alias: 'team-a', models: ['gpt', 'claude'], max_budget: 12.5, budget_duration: '30d', rpm_limit: 60 },
+    expect(virtualKeyBody({ alias: ' team-a ', models: 'gpt, claude gpt', max_budget: '12.5', budget_duration: '1mo', rpm_limit: '60', tpm_limit: '', duration: '90d' })).toEqual({
+      body: { alias: 'team-a', models: ['gpt', 'claude'], max_budget: 12.5, budget_duration: '1mo', rpm_limit: 60, duration: '90d' },
     });
     expect(virtualKeyBody({ alias: 'x' })).toEqual({ body: { alias: 'x' } });
   });
 
   it('names each field it cannot send', () => {
-    expect(virtualKeyBody({ alias: '', max_budget: '-1', rpm_limit: '1.5', tpm_limit: 'lots', budget_duration: 'monthly' })).toEqual({
+    expect(virtualKeyBody({ alias: '', max_budget: '-1', rpm_limit: '1.5', tpm_limit: 'lots', budget_duration: 'monthly', duration: '500ms' })).toEqual({
       errors: [
         { field: 'alias', rule: 'is required' },
         { field: 'max_budget', rule: 'must be a number, 0 or more' },
         { field: 'rpm_limit', rule: 'must be a whole number, 0 or more' },
         { field: 'tpm_limit', rule: 'must be a whole number, 0 or more' },
-        { field: 'budget_duration', rule: 'must be a duration such as 30d or 12h' },
+        { field: 'budget_duration', rule: 'must be a whole number and s, m, h, d, w or mo, such as 30d' },
+        { field: 'duration', rule: 'must be a whole number and s, m, h, d, w or mo, such as 30d' },
       ],
     });
   });
 
   it('grace periods, budgets and limits', () => {
     expect(graceBody(' 10m ')).toEqual({ body: { grace_period: '10m' } });
-    expect(graceBody('soon')).toEqual({ errors: [{ field: 'grace_period', rule: 'must be a duration such as 10m or 1h' }] });
+    expect(graceBody('soon')).toEqual({ errors: [{ field: 'grace_period', rule: 'must be a duration such as 10m, 1h or 1d' }] });
     expect(budgetText(12.5, 100, '30d')).toBe('12.50 spent of 100.00 per 30d');
     expect(budgetText(undefined, null, null)).toBe('0.00 spent, no budget');
     expect(limitsText(60, undefined)).toBe('60 rpm');

@@ -25,7 +25,9 @@ export function statusLook(status: string | null | undefined): StatusLook {
 export function resultLook(status: string | null | undefined): StatusLook {
   switch (status) {
     case 'ok':
-      return { icon: '✔', text: 'ok', tone: 'ok' };
+    case 'changed':
+    case 'unchanged':
+      return { icon: '✔', text: status, tone: 'ok' };
     case 'skipped':
       return { icon: '–', text: 'skipped', tone: 'unknown' };
     case 'failed':
@@ -54,6 +56,23 @@ export function keyStateLook(state: string | null | undefined, reason: string | 
     default:
       return { icon: '?', text: state ? String(state) : 'not in a pool', tone: 'unknown', inService: false };
   }
+}
+
+const SEVERITY: Record<string, number> = { down: 0, degraded: 1, healthy: 2, unknown: 3 };
+
+/** Providers in the order an on-call reads them: down first, then degraded, healthy, and never probed last; by name within. */
+export function bySeverity<T extends { slug: string; status: string }>(items: T[]): T[] {
+  const rank = (s: string): number => SEVERITY[s] ?? 3;
+  return [...items].sort((a, b) => rank(a.status) - rank(b.status) || (a.slug < b.slug ? -1 : a.slug > b.slug ? 1 : 0));
+}
+
+/** A stored failure (a render's `{stage, message}`, or a plain string), as one line. */
+export function errorText(e: unknown): string {
+  if (e === null || e === undefined) return '';
+  if (typeof e === 'string') return e;
+  const o = e as { stage?: unknown; message?: unknown };
+  if (typeof o.message === 'string') return typeof o.stage === 'string' ? `${o.stage}: ${o.message}` : o.message;
+  return compactJson(e);
 }
 
 export function latencyText(ms: number | null | undefined): string {
@@ -123,7 +142,7 @@ export function creditText(c: Credit | null | undefined): { text: string; low: b
 /** A fingerprint is long; its start is enough to tell two values apart on screen (the whole one is in the title). */
 export function shortFingerprint(fp: string | null | undefined): string {
   if (!fp) return '–';
-  const bare = fp.replace(/^[a-z0-9]+:/i, '');
+  const bare = fp.replace(/^[a-z0-9-]+:/i, '');
   return bare.length > 12 ? `${bare.slice(0, 12)}…` : bare;
 }
 

@@ -2,11 +2,13 @@
 
 export type Role = 'admin' | 'operator' | 'viewer';
 
-export type Action = 'rotate' | 'disable' | 'rollback' | 'delete-key' | 'sync-now' | 'health-check' | 'virtual-keys-write' | 'audit';
+export type Action = 'rotate' | 'disable' | 'rollback' | 'delete-key' | 'sync-now' | 'health-check' | 'virtual-key-issue' | 'virtual-key-delete' | 'audit';
 
 const RANK: Record<Role, number> = { viewer: 1, operator: 2, admin: 3 };
 
-// As the admin API's route table says (access per route): operators change keys, admins read the audit trail.
+// As the admin API's route table says (access per route): operators change keys; admins read the
+// audit trail and issue virtual keys (create, rotate: each hands out a working credential), which
+// operators may only delete (cutting a leaked one off).
 const NEEDS: Record<Action, Role> = {
   rotate: 'operator',
   disable: 'operator',
@@ -14,7 +16,8 @@ const NEEDS: Record<Action, Role> = {
   'delete-key': 'operator',
   'sync-now': 'operator',
   'health-check': 'operator',
-  'virtual-keys-write': 'operator',
+  'virtual-key-issue': 'admin',
+  'virtual-key-delete': 'operator',
   audit: 'admin',
 };
 

@@ -12,9 +12,13 @@ export interface VirtualKeyBody {
   budget_duration?: string;
   rpm_limit?: number;
   tpm_limit?: number;
+  duration?: string;
 }
 
-const DURATION = /^\d+(ms|s|m|h|d)$/;
+// LiteLLM reads budget periods and lifetimes itself, in its own units (the API checks the same).
+const LITELLM_DURATION = /^[1-9]\d{0,5}(s|m|h|d|w|mo)$/;
+// keyplane keeps the grace period, in its units.
+const GRACE = /^\d+(ms|s|m|h|d)$/;
 
 /** Empty fields are left out (the API's defaults apply); what is given must make sense before it is sent. */
 export function virtualKeyBody(f: Record<string, string>): { body: VirtualKeyBody } | { errors: FieldError[] } {
@@ -37,10 +41,11 @@ export function virtualKeyBody(f: Record<string, string>): { body: VirtualKeyBod
   num('max_budget', false);
   num('rpm_limit', true);
   num('tpm_limit', true);
-  const budgetDuration = v('budget_duration');
-  if (budgetDuration) {
-    if (!DURATION.test(budgetDuration)) errors.push({ field: 'budget_duration', rule: 'must be a duration such as 30d or 12h' });
-    else body.budget_duration = budgetDuration;
+  for (const k of ['budget_duration', 'duration'] as const) {
+    const raw = v(k);
+    if (!raw) continue;
+    if (!LITELLM_DURATION.test(raw)) errors.push({ field: k, rule: 'must be a whole number and s, m, h, d, w or mo, such as 30d' });
+    else body[k] = raw;
   }
   return errors.length ? { errors } : { body };
 }
@@ -48,11 +53,11 @@ export function virtualKeyBody(f: Record<string, string>): { body: VirtualKeyBod
 /** The grace period of a rotation: the old key keeps working this long. */
 export function graceBody(raw: string): { body: { grace_period: string } } | { errors: FieldError[] } {
   const g = raw.trim();
-  if (!DURATION.test(g)) return { errors: [{ field: 'grace_period', rule: 'must be a duration such as 10m or 1h' }] };
+  if (!GRACE.test(g)) return { errors: [{ field: 'grace_period', rule: 'must be a duration such as 10m, 1h or 1d' }] };
   return { body: { grace_period: g } };
 }
 
-/** "12.50 of 100.00 (monthly: 30d)" */
+/** "12.50 spent of 100.00 per 30d" */
 export function budgetText(spend: number | null | undefined, max: number | null | undefined, duration: string | null | undefined): string {
   const s = typeof spend === 'number' ? spend.toFixed(2) : '0.00';
   const limit = typeof max === 'number' ? ` of ${max.toFixed(2)}` : ', no budget';

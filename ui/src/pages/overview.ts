@@ -2,7 +2,7 @@ import type { PageCtx, PageView } from '../app';
 import { problemFrom } from '../api';
 import { h, replace, svg } from '../dom';
 import { latencyChart, type Probe } from '../logic/chart';
-import { expiryStanding, keyStateLook, latencyText, relativeTime, resultLook, statusLook } from '../logic/format';
+import { bySeverity, errorText, expiryStanding, keyStateLook, latencyText, relativeTime, resultLook, statusLook } from '../logic/format';
 import { can } from '../logic/roles';
 import { seg } from '../logic/paths';
 import { badge, problemBox, say } from '../widgets';
@@ -92,7 +92,7 @@ function render(health: HealthList, providers: Provider[], sync: SyncStatus, his
       { 'aria-labelledby': 'providers-title' },
       h('h2', { id: 'providers-title' }, 'Providers'),
       health.items.length
-        ? h('div', { class: 'cards' }, health.items.map((p) => providerCard(p, pools.get(p.slug), histories.get(p.slug) ?? [], now)))
+        ? h('div', { class: 'cards' }, bySeverity(health.items).map((p) => providerCard(p, pools.get(p.slug), histories.get(p.slug) ?? [], now)))
         : h('p', {}, 'No providers yet.'),
     ),
   );
@@ -122,7 +122,7 @@ function syncLine(sync: SyncStatus, now: number): HTMLElement {
     'span',
     {},
     h('strong', { class: 'revision' }, sync.revision ? String(sync.revision.revision) : 'none yet'),
-    r ? [' · last render ', badge(resultLook(r.status)), ` ${relativeTime(r.at, now)}`, r.error ? h('span', { class: 'error-text' }, `: ${r.error}`) : null] : null,
+    r ? [' · last render ', badge(resultLook(r.status)), ` ${relativeTime(r.at, now)}`, r.error ? h('span', { class: 'error-text' }, `: ${errorText(r.error)}`) : null] : null,
     sync.pending.changes || sync.pending.rendering ? ' · changes pending' : null,
   );
 }
@@ -170,11 +170,12 @@ function providerCard(p: ProviderHealth, pool: Provider | undefined, history: Pr
       'p',
       { class: 'status-line' },
       badge(look),
-      p.reason ? h('span', { class: 'reason' }, ` ${p.reason}`) : null,
-      p.http_status ? ` (HTTP ${p.http_status})` : null,
+      // A healthy provider's reason is just "ok": the reason is for the other states.
+      p.reason && p.status !== 'healthy' ? h('span', { class: 'reason' }, ` ${p.reason}`) : null,
+      p.http_status && p.status !== 'healthy' ? ` (HTTP ${p.http_status})` : null,
       p.enabled ? null : ' · disabled by an admin',
     ),
-    h('p', { class: 'muted' }, `Latency ${latencyText(p.latency_ms)} · checked ${relativeTime(p.checked_at, now)}`),
+    h('p', { class: 'muted' }, p.latency_ms === null ? `No latency · checked ${relativeTime(p.checked_at, now)}` : `Latency ${latencyText(p.latency_ms)} · checked ${relativeTime(p.checked_at, now)}`),
     chart(history),
     h('h4', {}, 'Keys'),
     pool && pool.keys.length

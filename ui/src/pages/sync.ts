@@ -2,7 +2,7 @@ import type { PageCtx, PageView } from '../app';
 import { problemFrom } from '../api';
 import { h, replace } from '../dom';
 import { diffCounts, diffLines } from '../logic/diff';
-import { compactJson, relativeTime, resultLook, shortHash } from '../logic/format';
+import { compactJson, errorText, relativeTime, resultLook, shortHash } from '../logic/format';
 import { can } from '../logic/roles';
 import { badge, problemBox, say, table } from '../widgets';
 import type { SyncStatus } from './types';
@@ -81,7 +81,7 @@ function statusSection(s: SyncStatus, now: number): HTMLElement {
       h('dt', {}, 'Revision'),
       h('dd', { 'data-glance': 'sync-revision' }, s.revision ? `${s.revision.revision} (${s.revision.trigger}, ${relativeTime(s.revision.created_at, now)})` : 'none yet'),
       h('dt', {}, 'Last render'),
-      h('dd', {}, r ? [badge(resultLook(r.status)), ` ${r.trigger}, ${relativeTime(r.at, now)}`, r.error ? h('span', { class: 'error-text' }, `: ${r.error}`) : null] : 'none yet'),
+      h('dd', {}, r ? [badge(resultLook(r.status)), ` ${r.trigger}, ${relativeTime(r.at, now)}`, r.error ? h('span', { class: 'error-text' }, `: ${errorText(r.error)}`) : null] : 'none yet'),
       h('dt', {}, 'Leader'),
       h('dd', {}, s.leader.instance ? `${s.leader.instance}${s.leader.this_instance ? ' (this instance)' : ''}` : 'none'),
       h('dt', {}, 'Pending'),

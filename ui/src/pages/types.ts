@@ -71,7 +71,7 @@ export interface SyncStatus {
   leader: { instance: string | null; this_instance: boolean };
   revision: { revision: number; created_at: string; trigger: string } | null;
   files: Record<string, { path: string; exists: boolean; sha256?: string | null; digest?: string | null }>;
-  last_render: { status: string; trigger: string; at: string; duration_ms: number | null; error: string | null } | null;
+  last_render: { status: string; trigger: string; at: string; duration_ms: number | null; error: unknown } | null;
   pending: { changes: number; rendering: boolean; reload: { generation: number } | null };
   last_reload: { reloader: string; running: { revision: number; since: string } | null; last: ReloadRun | null } | { error: string } | null;
 }
