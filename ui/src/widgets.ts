@@ -71,7 +71,11 @@ export function uid(prefix: string): string {
 export function openDialog(title: string, build: (close: () => void) => Child): HTMLDialogElement {
   const headingId = uid('dialog-title');
   const dialog = h('dialog', { 'aria-labelledby': headingId, class: 'dialog' });
-  const close = (): void => dialog.close();
+  // Removed at once, not on the close event a moment later: a key shown once leaves the page with it.
+  const close = (): void => {
+    dialog.close();
+    dialog.remove();
+  };
   dialog.append(h('h2', { id: headingId }, title));
   const body = build(close);
   const holder = h('div', {}, body);

@@ -23,7 +23,7 @@ export function auditPage(root: HTMLElement, ctx: PageCtx): PageView {
   const form = h(
     'form',
     { class: 'filter', role: 'search', 'aria-label': 'Filter the audit trail' },
-    field('Target', target, 'A key, provider or model, exactly as it appears in the list.'),
+    field('Target', target, 'Exactly as the list shows it, such as platform_key/openrouter; or pick one in the list.'),
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Filter'), h('button', { type: 'button', onclick: () => ((target.value = ''), void load()) }, 'Clear')),
   );
   form.addEventListener('submit', (ev) => {
@@ -48,7 +48,13 @@ export function auditPage(root: HTMLElement, ctx: PageCtx): PageView {
           { title: 'When', cell: (r) => h('time', { datetime: r.at, title: r.at }, relativeTime(r.at, now)) },
           { title: 'Actor', cell: (r) => r.actor },
           { title: 'Action', cell: (r) => h('code', {}, r.action) },
-          { title: 'Target', cell: (r) => r.target ?? '–' },
+          {
+            title: 'Target',
+            cell: (r) =>
+              r.target
+                ? h('button', { type: 'button', class: 'link', title: `Show only ${r.target}`, 'aria-label': `Show only ${r.target}`, onclick: () => ((target.value = r.target ?? ''), void load()) }, r.target)
+                : '–',
+          },
           { title: 'Version', cell: (r) => (r.version ?? '–'), class: 'num' },
           { title: 'Details', cell: (r) => h('code', { class: 'details' }, compactJson(r.details)) },
         ], rows, (r) => ({ 'data-audit-id': String(r.id) })),
