@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -90,6 +90,8 @@ async function healthRound(): Promise<void> {
 }
 
 beforeAll(async () => {
+  // Missing is a failure, not a skip: .ci/run installs it.
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (Debian's package; .ci/run installs it)`);
   mkdirSync(ARTIFACTS, { recursive: true });
   fake = await startFakeProvider();
   t = await startTestApp({
@@ -282,6 +284,7 @@ it('sync: the next render with values masked, its diff, revisions, and sync now'
   expect(await page.getByRole('table', { name: 'Revisions, newest first' }).locator('tbody tr').count()).toBeGreaterThan(1);
   await page.getByRole('button', { name: 'Sync now' }).click();
   await until('the render says what it did', async () => /^Rendered: /.test((await page.locator('.notice').textContent()) ?? ''));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'sync.png'), fullPage: true });
   await expectNoSecret(page);
   await expectLabelled(page);
 });
@@ -402,6 +405,7 @@ it('virtual keys: create (the key shown once), rotate with a grace period, delet
     await rotated.getByRole('button', { name: 'I have stored it' }).click();
     await rotated.waitFor({ state: 'detached' });
     expect(await row.textContent()).toMatch(/old key sk-\.\.\.0001 works until/);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'virtual-keys.png'), fullPage: true });
 
     await page.getByRole('button', { name: 'Delete team-a' }).click();
     const del = page.getByRole('dialog', { name: 'Delete team-a?' });

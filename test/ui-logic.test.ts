@@ -1,6 +1,6 @@
 import { latencyChart } from '../ui/src/logic/chart';
 import { diffCounts, diffLines } from '../ui/src/logic/diff';
-import { compactJson, creditText, expiryStanding, keyStateLook, latencyText, relativeTime, resultLook, shortFingerprint, statusLook } from '../ui/src/logic/format';
+import { compactJson, creditText, skippedText, warningText, expiryStanding, keyStateLook, latencyText, relativeTime, resultLook, shortFingerprint, statusLook } from '../ui/src/logic/format';
 import { groupDeployments, routingLines } from '../ui/src/logic/models';
 import { apiPathProblem, idempotencyKey, seg } from '../ui/src/logic/paths';
 import { problemOf } from '../ui/src/logic/problem';
@@ -72,6 +72,15 @@ describe('numbers and times', () => {
     expect(creditText({ limit: 100, usage: 95, remaining: 5, low: true })).toEqual({ text: '5.00 of 100 left (5%), low', low: true });
     expect(creditText({ limit: null, remaining: null })).toEqual({ text: 'not reported', low: false });
     expect(creditText({ limit: null, remaining: 12 })).toEqual({ text: '12.00 left (no limit)', low: false });
+  });
+
+  it('what a render left out, and its warnings, in words', () => {
+    expect(skippedText({ id: 'x', model_name: 'claude', provider: 'openrouter', reason: 'no_key_in_service', detail: 'openrouter' })).toBe('claude via openrouter: no key in service (openrouter)');
+    expect(skippedText({ model_name: 'gpt', provider: 'openai', reason: 'key_disabled', key: 'oa-b' })).toBe('gpt via openai, key oa-b: key disabled');
+    expect(skippedText({ odd: true })).toBe('{"odd":true}');
+    expect(warningText({ kind: 'secret_param_dropped', model_id: 'm1', param: 'api_key' })).toBe('secret param dropped: model_id m1, param api_key');
+    expect(warningText({ kind: 'routing_entry_dropped' })).toBe('routing entry dropped');
+    expect(warningText('plain')).toBe('plain');
   });
 
   it('fingerprints and details are cut to fit, whole in the title', () => {

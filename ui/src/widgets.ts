@@ -43,7 +43,7 @@ export function table<T>(caption: string, columns: Array<Column<T>>, rows: T[], 
         'tbody',
         {},
         rows.length
-          ? rows.map((r) => h('tr', rowProps(r), columns.map((c) => h('td', { 'data-label': c.title, class: c.class }, c.cell(r)))))
+          ? rows.map((r) => h('tr', rowProps(r), columns.map((c) => h('td', { 'data-label': c.title, class: c.class }, h('div', {}, c.cell(r))))))
           : h('tr', {}, h('td', { colspan: columns.length, class: 'empty' }, 'Nothing here yet.')),
       ),
     ),

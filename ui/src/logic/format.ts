@@ -157,6 +157,22 @@ export function compactJson(v: unknown, max = 300): string {
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
 
+/** A deployment the render left out (`{model_name, provider, reason, detail?, key?}`), in words; anything else as JSON. */
+export function skippedText(v: unknown): string {
+  const d = (v ?? {}) as Record<string, unknown>;
+  if (typeof d.model_name !== 'string' || typeof d.reason !== 'string') return compactJson(v);
+  const via = typeof d.key === 'string' ? `${String(d.provider)}, key ${d.key}` : String(d.provider);
+  return `${d.model_name} via ${via}: ${d.reason.replace(/_/g, ' ')}${typeof d.detail === 'string' ? ` (${d.detail})` : ''}`;
+}
+
+/** A render warning (`{kind, ...}`): its kind in words, then its fields. */
+export function warningText(v: unknown): string {
+  const w = (v ?? {}) as Record<string, unknown>;
+  if (typeof w.kind !== 'string') return compactJson(v);
+  const rest = Object.entries(w).filter(([k]) => k !== 'kind');
+  return `${w.kind.replace(/_/g, ' ')}${rest.length ? `: ${rest.map(([k, x]) => `${k} ${typeof x === 'string' ? x : JSON.stringify(x)}`).join(', ')}` : ''}`;
+}
+
 export function money(n: number | null | undefined): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return '–';
   return n.toFixed(2);

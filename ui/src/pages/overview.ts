@@ -135,7 +135,7 @@ function litellmLine(health: HealthList, now: number): HTMLElement {
     'span',
     {},
     badge({ ...statusLook(l.status), text: live ? `live (${l.status})` : `not live (${l.status})` }),
-    l.reason ? ` ${l.reason}` : '',
+    l.reason && l.status !== 'healthy' ? ` ${l.reason}` : '',
     ` · ${latencyText(l.latency_ms)}`,
     l.version ? ` · v${l.version}` : '',
     ` · checked ${relativeTime(l.checked_at, now)}`,

@@ -2,7 +2,7 @@ import type { PageCtx, PageView } from '../app';
 import { problemFrom } from '../api';
 import { h, replace } from '../dom';
 import { diffCounts, diffLines } from '../logic/diff';
-import { compactJson, errorText, relativeTime, resultLook, shortHash } from '../logic/format';
+import { errorText, relativeTime, resultLook, shortFingerprint, shortHash, skippedText, warningText } from '../logic/format';
 import { can } from '../logic/roles';
 import { badge, problemBox, say, table } from '../widgets';
 import type { SyncStatus } from './types';
@@ -86,7 +86,7 @@ function statusSection(s: SyncStatus, now: number): HTMLElement {
       h('dd', {}, s.leader.instance ? `${s.leader.instance}${s.leader.this_instance ? ' (this instance)' : ''}` : 'none'),
       h('dt', {}, 'Pending'),
       h('dd', {}, `${s.pending.changes} change(s)${s.pending.rendering ? ', rendering' : ''}${s.pending.reload ? ', a reload' : ''}`),
-      Object.entries(s.files).map(([name, f]) => [h('dt', {}, name), h('dd', {}, f.exists ? h('code', { title: f.sha256 ?? f.digest ?? '' }, shortHash(f.sha256 ?? f.digest)) : 'not written yet')]),
+      Object.entries(s.files).map(([name, f]) => [h('dt', {}, name), h('dd', {}, f.exists ? h('code', { title: f.sha256 ?? f.digest ?? '' }, f.sha256 ? shortHash(f.sha256) : shortFingerprint(f.digest)) : 'not written yet')]),
     ),
   );
 }
@@ -100,8 +100,8 @@ function previewSection(p: Preview | ReturnType<typeof problemFrom>): HTMLElemen
     { 'aria-labelledby': 'preview-title' },
     head,
     h('p', {}, `${p.deployments} deployment(s) rendered. Values of keys are masked.`),
-    p.skipped.length ? h('div', { class: 'alert' }, h('strong', {}, 'Left out: '), h('ul', {}, p.skipped.map((s) => h('li', {}, compactJson(s))))) : null,
-    p.warnings.length ? h('ul', { class: 'warnings' }, p.warnings.map((w) => h('li', {}, compactJson(w)))) : null,
+    p.skipped.length ? h('div', { class: 'alert' }, h('strong', {}, 'Left out: '), h('ul', {}, p.skipped.map((s) => h('li', {}, skippedText(s))))) : null,
+    p.warnings.length ? h('div', { class: 'alert' }, h('strong', {}, 'Warnings: '), h('ul', {}, p.warnings.map((w) => h('li', {}, warningText(w))))) : null,
     files.map((name) => {
       const d = p.diff[name] ?? '';
       const counts = diffCounts(d);
