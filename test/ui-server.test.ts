@@ -82,6 +82,8 @@ describe('the dashboard, as served', () => {
     expect(asset.headers['cache-control']).toBe('public, max-age=31536000, immutable');
     // Nothing in the bundle parses HTML or evaluates strings (the policy would stop it; the code does not try).
     expect(asset.text).not.toMatch(/\.innerHTML\s*=|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function\(/);
+    // Files of ui/public keep their names: asked for again each time.
+    expect((await request(t.kp.url!).get('/ui/favicon.svg').expect(200)).headers['cache-control']).toBe('no-cache');
     const css = /href="(\/ui\/assets\/[^"]+\.css)"/.exec(html)![1]!;
     expect((await request(t.kp.url!).get(css).expect(200)).headers['cache-control']).toBe('public, max-age=31536000, immutable');
     expect(readFileSync(path.join(UI_DIR, css.replace('/ui/', '')), 'utf8')).not.toContain('data:');

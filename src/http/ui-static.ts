@@ -21,8 +21,11 @@ export const UI_CSP = [
   "trusted-types 'none'",
 ].join('; ');
 
-/** Vite names every built asset after a hash of its bytes: a new build is a new URL, so they may be kept for a year. */
-const HASHED = /^\/assets\/[^/]+-[A-Za-z0-9_-]{8,}\.(js|css|svg|woff2)$/;
+/**
+ * Vite's assets/ holds only files named after a hash of their bytes (`[name]-[hash][extname]`): a
+ * new build is a new URL, so they may be kept for a year. Files of ui/public keep their names.
+ */
+const HASHED_DIR = '/assets/';
 
 /**
  * `GET /ui/`: the built dashboard (Vite's output, dist/ui), with the policy above. Hashed assets
@@ -43,7 +46,7 @@ export function uiStatic(dir: string): Router {
       fallthrough: true,
       setHeaders(res, file) {
         const rel = '/' + path.relative(dir, file).split(path.sep).join('/');
-        res.setHeader('Cache-Control', HASHED.test(rel) ? 'public, max-age=31536000, immutable' : 'no-cache');
+        res.setHeader('Cache-Control', rel.startsWith(HASHED_DIR) ? 'public, max-age=31536000, immutable' : 'no-cache');
       },
     }),
   );

@@ -167,7 +167,8 @@ export class App {
       this.refreshing = undefined;
       const next = this.again;
       this.again = undefined;
-      if (next && this.page === page) this.nudge(next);
+      // Also when the page changed meanwhile: the nudges were for whatever is shown now.
+      if (next) this.nudge(next);
     });
   }
 }

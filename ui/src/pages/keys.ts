@@ -155,8 +155,10 @@ export function keysPage(root: HTMLElement, ctx: PageCtx): PageView {
     }
   }
 
+  // Live too: a key the prober takes out of service shows here at once. Dialogs live outside the
+  // table, and the focused button is found again after each refresh (data-focus).
   const view: PageView = {
-    live: false,
+    live: true,
     async refresh() {
       try {
         const [keys, providers] = await Promise.all([api.all<PlatformKey>('/api/v1/admin/platform-keys'), api.all<Provider>('/api/v1/admin/providers')]);

@@ -55,7 +55,6 @@ export function overviewPage(root: HTMLElement, ctx: PageCtx): PageView {
           );
         }
         replace(content, render(health, providers, sync, histories, ctx.now()));
-        content.setAttribute('data-updated', new Date(ctx.now()).toISOString());
       } catch (err) {
         replace(content, problemBox(problemFrom(err)));
       }
