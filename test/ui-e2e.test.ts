@@ -318,9 +318,10 @@ it('models and routing: deployments per model name, aliases and fallbacks', asyn
 });
 
 /**
- * The virtual keys API (wt12-vk) is not on main yet: its answers (shapes from that branch's routes)
- * come from a stand-in inside the browser, which also checks what the page sends. Once it lands,
- * this step should run against keyplane and the fake LiteLLM admin API instead.
+ * The virtual keys API (branch wt12-vk) is not on main yet: its answers (shapes from that branch's
+ * routes) come from a stand-in inside the browser, which also checks what the page sends. Once it
+ * is merged, this step is replaced by the one against keyplane and the fake LiteLLM admin API
+ * (commit "E2E: virtual keys against keyplane's API ..." on branch wt13-ui-vk).
  */
 it('virtual keys: create (the key shown once), rotate with a grace period, delete', async () => {
   type Vk = Record<string, unknown> & { alias: string; retiring: unknown[] };
