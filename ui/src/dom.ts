@@ -62,8 +62,3 @@ export function replace(region: Element, ...children: Child[]): void {
     again?.focus();
   }
 }
-
-/** A <time> whose text is relative ("5 min ago") and whose title is the exact time. */
-export function time(iso: string | null | undefined, text: string): HTMLElement {
-  return iso ? h('time', { datetime: iso, title: iso }, text) : h('span', {}, text);
-}

@@ -102,7 +102,7 @@ export function relativeTime(iso: string | null | undefined, now: number): strin
 }
 
 /** Keys that expire within this many days stand out (the API's "expiring" uses 14 days too). */
-export const EXPIRING_DAYS = 14;
+const EXPIRING_DAYS = 14;
 
 export interface Expiry {
   level: 'none' | 'ok' | 'expiring' | 'expired';
@@ -171,9 +171,4 @@ export function warningText(v: unknown): string {
   if (typeof w.kind !== 'string') return compactJson(v);
   const rest = Object.entries(w).filter(([k]) => k !== 'kind');
   return `${w.kind.replace(/_/g, ' ')}${rest.length ? `: ${rest.map(([k, x]) => `${k} ${typeof x === 'string' ? x : JSON.stringify(x)}`).join(', ')}` : ''}`;
-}
-
-export function money(n: number | null | undefined): string {
-  if (n === null || n === undefined || !Number.isFinite(n)) return '–';
-  return n.toFixed(2);
 }
