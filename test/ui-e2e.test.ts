@@ -9,7 +9,8 @@ import { until } from './helpers/wait';
 /**
  * Issue 13: the dashboard end to end, in Debian's Chromium driven by playwright-core, against the
  * whole keyplane (real Postgres, sync, reloads, prober) and a fake provider that can start refusing
- * a key. The steps run in order on one signed-in page, as an on-call admin would go through them.
+ * a key. The steps run in order on one signed-in page, as an on-call admin would go through them;
+ * that is why this is one file past 400 lines: split, each part would start its own keyplane and browser.
  */
 
 jest.setTimeout(60_000);
