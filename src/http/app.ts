@@ -8,6 +8,7 @@ import { AppError, NotFound } from './errors';
 import type { Authenticator } from './auth';
 import type { RouteTable } from './route-table';
 import { inputGuard } from './input-guard';
+import { uiStatic } from './ui-static';
 
 export interface AppDeps {
   log: Logger;
@@ -18,6 +19,8 @@ export interface AppDeps {
   version: string;
   /** KEYPLANE_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client (`req.ip`); none by default. */
   trustedProxies?: string[];
+  /** The built dashboard (dist/ui), served at /ui/; none: no dashboard. */
+  uiDir?: string;
 }
 
 const JSON_LIMIT = 64 * 1024;
@@ -128,6 +131,8 @@ export function createApp(deps: AppDeps): Express {
   app.get('/api/v1/openapi.json', (_req, res) => {
     res.json(routes.openapi({ title: 'keyplane admin API', version: deps.version }));
   });
+
+  if (deps.uiDir) app.use('/ui', uiStatic(deps.uiDir));
 
   const router = express.Router();
   routes.mount(router, auth);
