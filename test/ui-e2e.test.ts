@@ -3,6 +3,7 @@ import path from 'node:path';
 import { SignJWT } from 'jose';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { startTestApp, type TestApp } from './helpers/app';
+import { FakeLitellm } from './helpers/fake-litellm';
 import { startFakeProvider, type FakeProvider } from './helpers/fake-provider';
 import { until } from './helpers/wait';
 
@@ -23,8 +24,9 @@ const OR_BAD = 'sk-or-v1-e2e-refused-value-0003';
 const OA_MAIN = 'sk-oa-e2e-main-value-0004';
 const OA_SPARE = 'sk-oa-e2e-spare-value-0005';
 const JWT_SECRET = 'e2e-jwt-secret-that-is-long-enough-for-hs256';
+const LITELLM_MASTER = 'sk-litellm-master-e2e-0007';
 const OLD_VALUE = 'sk-e2e-old-key-value-0006';
-const SECRETS = [OR_V1, OR_V2, OR_BAD, OA_MAIN, OA_SPARE, OLD_VALUE];
+const SECRETS = [OR_V1, OR_V2, OR_BAD, OA_MAIN, OA_SPARE, OLD_VALUE, LITELLM_MASTER];
 const XSS = '<img src=x onerror="globalThis.__xss=1">leaked?';
 
 // The browser's globals, as far as the functions run inside the page use them (the tests compile without the DOM library).
@@ -41,6 +43,7 @@ declare const document: { querySelectorAll(selector: string): Iterable<InPage>; 
 declare const window: { innerWidth: number };
 
 let fake: FakeProvider;
+let litellm: FakeLitellm;
 let t: TestApp;
 let browser: Browser;
 let context: BrowserContext;
@@ -95,11 +98,16 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (Debian's package; .ci/run installs it)`);
   mkdirSync(ARTIFACTS, { recursive: true });
   fake = await startFakeProvider();
+  // LiteLLM with its database: its health for the overview, its /key/* API for virtual keys.
+  litellm = await FakeLitellm.start({ masterKey: LITELLM_MASTER });
   t = await startTestApp({
+    // Each virtual key LiteLLM hands out may be in one answer only, and nowhere else.
+    shownOnce: () => litellm.vkeys.issued,
     env: {
       KEYPLANE_RELOAD: 'command',
       KEYPLANE_RELOAD_COMMAND: 'true',
-      KEYPLANE_LITELLM_URL: fake.base('litellm'),
+      KEYPLANE_LITELLM_URL: litellm.url,
+      KEYPLANE_LITELLM_MASTER_KEY: LITELLM_MASTER,
       KEYPLANE_HEALTH_FAIL_THRESHOLD: '1',
       KEYPLANE_HEALTH_RECOVER_THRESHOLD: '1',
       KEYPLANE_JWT_SECRET: JWT_SECRET,
@@ -136,6 +144,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await t?.close();
+  await litellm?.stop();
   await fake?.close();
 });
 
@@ -318,106 +327,61 @@ it('models and routing: deployments per model name, aliases and fallbacks', asyn
   expect(await page.locator('.routes').nth(1).textContent()).toContain('gpt-4o-mini falls back to claude');
 });
 
-/**
- * The virtual keys API (branch wt12-vk) is not on main yet: its answers (shapes from that branch's
- * routes) come from a stand-in inside the browser, which also checks what the page sends. Once it
- * is merged, this step is replaced by the one against keyplane and the fake LiteLLM admin API
- * (commit "E2E: virtual keys against keyplane's API ..." on branch wt13-ui-vk).
- */
-it('virtual keys: create (the key shown once), rotate with a grace period, delete', async () => {
-  type Vk = Record<string, unknown> & { alias: string; retiring: unknown[] };
-  const store = new Map<string, Vk>();
-  const sent: Array<{ method: string; path: string; body: unknown; idem?: string }> = [];
-  const seen = new Map<string, Vk & { key: string | null }>();
-  let n = 0;
-  const VK = (i: number): string => `sk-vk-e2e-issued-key-${String(i).padStart(4, '0')}`;
-  await page.route('**/api/v1/admin/virtual-keys**', async (route) => {
-    const req = route.request();
-    const url = new URL(req.url());
-    const body = req.postData() ? (JSON.parse(req.postData()!) as Record<string, unknown>) : undefined;
-    const idem = (await req.allHeaders())['idempotency-key'];
-    sent.push({ method: req.method(), path: url.pathname, body, idem });
-    if ((await req.allHeaders()).authorization !== `Bearer ${t.adminToken}`) return route.fulfill({ status: 401, contentType: 'application/problem+json', body: JSON.stringify({ title: 'Unauthorized', detail: 'no token', status: 401 }) });
-    const json = (status: number, b: unknown) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(b) });
-    const alias = decodeURIComponent(url.pathname.split('/')[5] ?? '');
-    if (req.method() === 'GET') return json(200, { items: [...store.values()], next_cursor: null });
-    if (req.method() === 'POST' && !alias) {
-      const key = VK(++n);
-      const vk: Vk = { alias: String(body!.alias), status: 'active', masked_key: `sk-...${key.slice(-4)}`, models: body!.models ?? [], max_budget: body!.max_budget ?? null, budget_duration: body!.budget_duration ?? null, rpm_limit: null, tpm_limit: null, duration: body!.duration ?? null, expires_at: new Date(Date.now() + 90 * 86_400_000).toISOString(), spend: 0, blocked: false, retiring: [], rotated_at: null };
-      store.set(vk.alias, vk);
-      return json(201, { key, ...vk, message: 'shown once' });
-    }
-    if (req.method() === 'POST' && url.pathname.endsWith('/rotate')) {
-      const replay = seen.get(idem!);
-      if (replay) return json(200, { ...replay, key: null, replayed: true });
-      const vk = store.get(alias)!;
-      const key = VK(++n);
-      const rotated: Vk = { ...vk, masked_key: `sk-...${key.slice(-4)}`, retiring: [{ masked_key: vk.masked_key, delete_at: new Date(Date.now() + 3_600_000).toISOString() }], rotated_at: new Date().toISOString() };
-      store.set(alias, rotated);
-      seen.set(idem!, { ...rotated, key });
-      return json(201, { key, ...rotated });
-    }
-    if (req.method() === 'DELETE') {
-      store.delete(alias);
-      return route.fulfill({ status: 204 });
-    }
-    return json(404, {});
-  });
-  try {
-    await go(page, 'Virtual keys', 'Virtual keys');
-    await page.getByRole('button', { name: 'Create virtual key…' }).click();
-    const create = page.getByRole('dialog', { name: 'Create a virtual key' });
-    await expectLabelled(page);
-    await create.getByLabel('Alias').fill('team-a');
-    await create.getByLabel('Models').fill('gpt-4o-mini, claude');
-    await create.getByLabel('Max budget').fill('50');
-    await create.getByLabel('Budget period').fill('monthly');
-    await create.getByRole('button', { name: 'Create' }).click();
-    // Checked before it is sent: nothing left the page.
-    expect(await create.getByRole('alert').textContent()).toContain('budget_duration: must be a whole number and s, m, h, d, w or mo');
-    expect(sent.filter((r) => r.method === 'POST')).toHaveLength(0);
-    await create.getByLabel('Budget period').fill('30d');
-    await create.getByLabel('Valid for').fill('90d');
-    await create.getByRole('button', { name: 'Create' }).click();
-    await create.waitFor({ state: 'detached' });
-    expect(sent.find((r) => r.method === 'POST')!.body).toEqual({ alias: 'team-a', models: ['gpt-4o-mini', 'claude'], max_budget: 50, budget_duration: '30d', duration: '90d' });
+it('virtual keys: create (the key shown once), rotate with a grace period, delete, against the fake LiteLLM admin API', async () => {
+  await go(page, 'Virtual keys', 'Virtual keys');
+  await page.getByRole('button', { name: 'Create virtual key…' }).click();
+  const create = page.getByRole('dialog', { name: 'Create a virtual key' });
+  await expectLabelled(page);
+  await create.getByLabel('Alias').fill('team-a');
+  await create.getByLabel('Models').fill('gpt-4o-mini, claude');
+  await create.getByLabel('Max budget').fill('50');
+  await create.getByLabel('Budget period').fill('monthly');
+  await create.getByRole('button', { name: 'Create' }).click();
+  // Checked before it is sent: nothing reached keyplane, nor LiteLLM.
+  expect(await create.getByRole('alert').textContent()).toContain('budget_duration: must be a whole number and s, m, h, d, w or mo');
+  expect(litellm.vkeys.issued).toHaveLength(0);
+  await create.getByLabel('Budget period').fill('30d');
+  await create.getByLabel('Valid for').fill('90d');
+  await create.getByRole('button', { name: 'Create' }).click();
+  await create.waitFor({ state: 'detached' });
 
-    const shown = page.getByRole('dialog', { name: 'Virtual key team-a created' });
-    expect(await shown.getByLabel('Key of team-a').inputValue()).toBe(VK(1));
-    expect(await shown.textContent()).toContain('shown this once');
-    await shown.getByRole('button', { name: 'I have stored it' }).click();
-    await shown.waitFor({ state: 'detached' });
-    // Gone with its dialog.
-    expect(await page.content()).not.toContain(VK(1));
-    const row = page.locator('tr[data-alias="team-a"]');
-    expect(await row.textContent()).toContain('0.00 spent of 50.00 per 30d');
-    expect(await row.textContent()).toContain('active');
+  const shown = page.getByRole('dialog', { name: 'Virtual key team-a created' });
+  const first = await shown.getByLabel('Key of team-a').inputValue();
+  expect(litellm.vkeys.issued).toEqual([first]);
+  expect(litellm.vkeys.accepts(first)).toBe(true);
+  expect(await shown.textContent()).toContain('shown this once');
+  await shown.getByRole('button', { name: 'I have stored it' }).click();
+  await shown.waitFor({ state: 'detached' });
+  // Gone with its dialog.
+  expect(await page.content()).not.toContain(first);
+  const row = page.locator('tr[data-alias="team-a"]');
+  expect(await row.textContent()).toContain('0.00 spent of 50.00 per 30d');
+  expect(await row.textContent()).toContain(`sk-...${first.slice(-4)}`);
+  expect(await row.textContent()).toContain('active');
 
-    await page.getByRole('button', { name: 'Rotate team-a' }).click();
-    const rotate = page.getByRole('dialog', { name: 'Rotate team-a' });
-    expect(await rotate.getByLabel('Grace period').inputValue()).toBe('24h');
-    await rotate.getByLabel('Grace period').fill('1h');
-    await rotate.getByRole('button', { name: 'Rotate' }).click();
-    const rotated = page.getByRole('dialog', { name: 'Virtual key team-a rotated' });
-    expect(await rotated.getByLabel('Key of team-a').inputValue()).toBe(VK(2));
-    expect(await rotated.textContent()).toContain('The old key stops working after 1h.');
-    const rotateCall = sent.find((r) => r.path.endsWith('/rotate'))!;
-    expect(rotateCall.body).toEqual({ grace_period: '1h' });
-    expect(rotateCall.idem).toMatch(/^ui-[0-9a-f]{32}$/);
-    await rotated.getByRole('button', { name: 'I have stored it' }).click();
-    await rotated.waitFor({ state: 'detached' });
-    expect(await row.textContent()).toMatch(/old key sk-\.\.\.0001 works until/);
-    await page.screenshot({ path: path.join(ARTIFACTS, 'virtual-keys.png'), fullPage: true });
+  await page.getByRole('button', { name: 'Rotate team-a' }).click();
+  const rotate = page.getByRole('dialog', { name: 'Rotate team-a' });
+  expect(await rotate.getByLabel('Grace period').inputValue()).toBe('24h');
+  await rotate.getByLabel('Grace period').fill('1h');
+  await rotate.getByRole('button', { name: 'Rotate' }).click();
+  const rotated = page.getByRole('dialog', { name: 'Virtual key team-a rotated' });
+  const second = await rotated.getByLabel('Key of team-a').inputValue();
+  expect(litellm.vkeys.issued).toEqual([first, second]);
+  // The overlap: both work until the grace period ends.
+  expect(litellm.vkeys.accepts(first) && litellm.vkeys.accepts(second)).toBe(true);
+  expect(await rotated.textContent()).toContain('The old key stops working after 1h.');
+  await rotated.getByRole('button', { name: 'I have stored it' }).click();
+  await rotated.waitFor({ state: 'detached' });
+  await until('the old key shows in its grace period', async () => new RegExp(`old key sk-\\.\\.\\.${first.slice(-4)} works until`).test((await row.textContent()) ?? ''));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'virtual-keys.png'), fullPage: true });
 
-    await page.getByRole('button', { name: 'Delete team-a' }).click();
-    const del = page.getByRole('dialog', { name: 'Delete team-a?' });
-    expect(await del.textContent()).toContain('The virtual key team-a stops working at once.');
-    await del.getByRole('button', { name: 'Delete team-a' }).click();
-    await row.waitFor({ state: 'detached' });
-    expect(sent.map((r) => r.method)).toEqual(['GET', 'POST', 'GET', 'POST', 'GET', 'DELETE', 'GET']);
-  } finally {
-    await page.unroute('**/api/v1/admin/virtual-keys**');
-  }
+  await page.getByRole('button', { name: 'Delete team-a' }).click();
+  const del = page.getByRole('dialog', { name: 'Delete team-a?' });
+  expect(await del.textContent()).toContain('The virtual key team-a stops working at once.');
+  await del.getByRole('button', { name: 'Delete team-a' }).click();
+  await row.waitFor({ state: 'detached' });
+  expect(litellm.vkeys.accepts(first) || litellm.vkeys.accepts(second)).toBe(false);
+  await expectNoSecret(page);
 });
 
 it('a viewer signed in with a JWT sees what it may and no button that changes anything; the API refuses it anyway', async () => {
