@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { formatDuration, parseDuration } from '../duration';
 import { describeChar, ENV_VAR_MAX, keyValueProblem } from '../key-rules';
 import { ValidationFailed, type FieldError } from './errors';
 
@@ -150,4 +151,25 @@ export function parse<T>(schema: z.ZodType<T>, input: unknown, root = ''): T {
     merged.set(e.field, rules);
   }
   throw new ValidationFailed([...merged].map(([field, rules]) => ({ field, rule: rules.join('; ') })));
+}
+
+/** A duration with a unit (`10m`, `24h`) of at most `maxMs`, as milliseconds; `example` goes into the type error. */
+export function durationAtMost(maxMs: number, example: string) {
+  return z.string({ error: `must be a duration such as ${example}` }).transform((raw, ctx): number => {
+    const d = parseDuration(raw);
+    if ('problem' in d) ctx.addIssue({ code: 'custom', message: d.problem });
+    else if (d.ms > maxMs) ctx.addIssue({ code: 'custom', message: `must be at most ${formatDuration(maxMs)}` });
+    else return d.ms;
+    return z.NEVER;
+  });
+}
+
+// Printable ASCII, as the IETF draft's examples: it is stored and shown back in errors.
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+/** The `Idempotency-Key` header, checked; undefined when the request has none. */
+export function idempotencyKey(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  if (!IDEMPOTENCY_KEY.test(header)) throw new ValidationFailed([{ field: 'Idempotency-Key', rule: 'must be 1 to 255 printable ASCII characters without spaces' }]);
+  return header;
 }

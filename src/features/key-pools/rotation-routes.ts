@@ -1,20 +1,12 @@
 import { z } from 'zod';
-import { formatDuration, parseDuration } from '../../duration';
-import { ValidationFailed } from '../../http/errors';
 import { cursorParam, limitParam, toPage } from '../../http/paging';
 import type { RouteTable } from '../../http/route-table';
-import { apiKey, envVar, name, parse, timestamp } from '../../http/validate';
+import { apiKey, durationAtMost, envVar, idempotencyKey, name, parse, timestamp } from '../../http/validate';
 import { GRACE_MAX_MS, type RotationService } from './rotation-service';
 
 const base = '/api/v1/admin/providers/:slug';
 
-const grace = z.string({ error: 'must be a duration such as 10m' }).transform((raw, ctx): number => {
-  const d = parseDuration(raw);
-  if ('problem' in d) ctx.addIssue({ code: 'custom', message: d.problem });
-  else if (d.ms > GRACE_MAX_MS) ctx.addIssue({ code: 'custom', message: `must be at most ${formatDuration(GRACE_MAX_MS)}` });
-  else return d.ms;
-  return z.NEVER;
-});
+const grace = durationAtMost(GRACE_MAX_MS, '10m');
 
 const rotateBody = z.strictObject({
   api_key: apiKey(),
@@ -26,15 +18,6 @@ const rotateBody = z.strictObject({
 });
 
 const listQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(z.number().int().positive()).optional() });
-
-// Printable ASCII, as the IETF draft's examples: it is stored and shown back in errors.
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
-
-function idempotencyKey(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
-  if (!IDEMPOTENCY_KEY.test(header)) throw new ValidationFailed([{ field: 'Idempotency-Key', rule: 'must be 1 to 255 printable ASCII characters without spaces' }]);
-  return header;
-}
 
 export function registerRotationRoutes(table: RouteTable, svc: RotationService): void {
   const slugOf = (p: Record<string, unknown>): string => parse(name(), p.slug, 'slug');

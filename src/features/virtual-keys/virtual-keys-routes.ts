@@ -1,10 +1,9 @@
 import { z } from 'zod';
-import { formatDuration, parseDuration } from '../../duration';
-import { ValidationFailed } from '../../http/errors';
+import { parseDuration } from '../../duration';
 import { jsonBoundsIssues, type JsonBounds } from '../../http/json-bounds';
 import { cursorParam, limitParam, toPage } from '../../http/paging';
 import type { RouteTable } from '../../http/route-table';
-import { parse } from '../../http/validate';
+import { durationAtMost, idempotencyKey, parse } from '../../http/validate';
 import { GRACE_MAX_MS, replayMessage, type VirtualKeyRotations } from './virtual-key-rotations';
 import { OP_FIELD, type VirtualKeysService } from './virtual-keys-service';
 
@@ -61,25 +60,10 @@ const updateBody = z
   .refine((b) => Object.keys(b).length > 0, { error: 'must change at least one of models, max_budget, budget_duration, rpm_limit, tpm_limit, duration, metadata' });
 
 const GRACE_DEFAULT = '24h';
-const grace = z.string({ error: 'must be a duration such as 24h' }).transform((raw, ctx): number => {
-  const d = parseDuration(raw);
-  if ('problem' in d) ctx.addIssue({ code: 'custom', message: d.problem });
-  else if (d.ms > GRACE_MAX_MS) ctx.addIssue({ code: 'custom', message: `must be at most ${formatDuration(GRACE_MAX_MS)}` });
-  else return d.ms;
-  return z.NEVER;
-});
+const grace = durationAtMost(GRACE_MAX_MS, '24h');
 const rotateBody = z.strictObject({ grace_period: grace.optional() });
 
 const listQuery = z.strictObject({ limit: limitParam(), cursor: cursorParam(z.string()).optional() });
-
-// Printable ASCII, as the IETF draft's examples: it is stored and shown back in errors.
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
-
-function idempotencyKey(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
-  if (!IDEMPOTENCY_KEY.test(header)) throw new ValidationFailed([{ field: 'Idempotency-Key', rule: 'must be 1 to 255 printable ASCII characters without spaces' }]);
-  return header;
-}
 
 const SHOWN_ONCE = "this is the only time the key is shown: keyplane keeps only LiteLLM's hash of it (token)";
 
